@@ -1,0 +1,178 @@
+//! Campaigns: sequences of steps, each reaching a lead on one of its preferred channels.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::Duration;
+use thiserror::Error;
+
+use crate::ids::CampaignId;
+use crate::timing::SendWindow;
+
+/// A delivery channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Channel {
+    /// Email (outbox, SMTP or Microsoft Graph).
+    Email,
+    /// SMS (outbox or Twilio).
+    Sms,
+    /// A LinkedIn task for a person to carry out.
+    Linkedin,
+}
+
+impl Channel {
+    /// All channels, in a stable order.
+    pub const ALL: [Channel; 3] = [Channel::Email, Channel::Sms, Channel::Linkedin];
+
+    /// The lower-case name used in files, config and storage.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Sms => "sms",
+            Channel::Linkedin => "linkedin",
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Channel {
+    type Err = CampaignError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "email" => Ok(Channel::Email),
+            "sms" => Ok(Channel::Sms),
+            "linkedin" => Ok(Channel::Linkedin),
+            other => Err(CampaignError::UnknownChannel(other.to_owned())),
+        }
+    }
+}
+
+/// Why a campaign definition was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CampaignError {
+    /// A channel name is not one of email, sms, linkedin.
+    #[error("unknown channel {0:?}: expected email, sms or linkedin")]
+    UnknownChannel(String),
+    /// The campaign has no steps.
+    #[error("a campaign needs at least one step")]
+    NoSteps,
+    /// The slug is not usable as an identifier.
+    #[error("invalid slug {0:?}: use 1-64 lower-case letters, digits and dashes")]
+    InvalidSlug(String),
+    /// A step is invalid.
+    #[error("step {step} ({name}): {reason}")]
+    InvalidStep {
+        step: usize,
+        name: String,
+        reason: String,
+    },
+}
+
+/// The message templates of one step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepTemplate {
+    /// Email subject template; required for email.
+    pub subject: Option<String>,
+    /// Plain-text body template (email, SMS, LinkedIn note).
+    pub body: String,
+    /// Optional HTML body template for email.
+    pub html: Option<String>,
+}
+
+/// One step of a sequence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// Zero-based position in the sequence.
+    pub index: usize,
+    /// A short human name ("intro", "follow-up").
+    pub name: String,
+    /// Channels in order of preference; the first one the lead can be reached on is used.
+    pub channels: Vec<Channel>,
+    /// Delay after the previous step was sent (or after enrollment for the first step).
+    pub delay: Duration,
+    /// The templates.
+    pub template: StepTemplate,
+}
+
+/// A campaign: an ordered sequence of steps sent inside a send window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Campaign {
+    /// Stored id.
+    pub id: CampaignId,
+    /// Stable identifier used on the command line.
+    pub slug: String,
+    /// Human name.
+    pub name: String,
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+    /// When messages may be sent, in each lead's local time.
+    pub window: SendWindow,
+}
+
+impl Campaign {
+    /// Builds a campaign, checking that it has steps, a usable slug and complete templates.
+    pub fn new(
+        id: CampaignId,
+        slug: String,
+        name: String,
+        steps: Vec<Step>,
+        window: SendWindow,
+    ) -> Result<Self, CampaignError> {
+        let slug_ok = !slug.is_empty()
+            && slug.len() <= 64
+            && slug
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !slug_ok {
+            return Err(CampaignError::InvalidSlug(slug));
+        }
+        if steps.is_empty() {
+            return Err(CampaignError::NoSteps);
+        }
+        for (i, step) in steps.iter().enumerate() {
+            let invalid = |reason: &str| CampaignError::InvalidStep {
+                step: i + 1,
+                name: step.name.clone(),
+                reason: reason.to_owned(),
+            };
+            if step.index != i {
+                return Err(invalid("step indexes must be consecutive from 0"));
+            }
+            if step.channels.is_empty() {
+                return Err(invalid("no channel given"));
+            }
+            if step.delay < Duration::zero() {
+                return Err(invalid("the delay is negative"));
+            }
+            if step.template.body.trim().is_empty() {
+                return Err(invalid("the body template is empty"));
+            }
+            let has_subject = step
+                .template
+                .subject
+                .as_deref()
+                .is_some_and(|s| !s.trim().is_empty());
+            if step.channels.contains(&Channel::Email) && !has_subject {
+                return Err(invalid("an email step needs a subject"));
+            }
+        }
+        Ok(Self {
+            id,
+            slug,
+            name,
+            steps,
+            window,
+        })
+    }
+
+    /// The step at `index`, if the sequence has one.
+    pub fn step(&self, index: usize) -> Option<&Step> {
+        self.steps.get(index)
+    }
+}
