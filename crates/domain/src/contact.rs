@@ -127,9 +127,22 @@ impl PhoneE164 {
         Ok(Self { e164, region })
     }
 
-    /// Rebuilds a number already stored in E.164 form.
-    pub fn from_stored(e164: &str) -> Result<Self, ContactError> {
-        Self::parse(e164, None)
+    /// Rebuilds a number that was parsed before and stored with its region.
+    ///
+    /// Full validation ran when the number was first parsed; re-running libphonenumber on
+    /// every load would dominate the planner's cost, so only the E.164 shape is checked here.
+    pub fn from_stored(e164: &str, region: Option<&str>) -> Result<Self, ContactError> {
+        let digits = e164.strip_prefix('+').unwrap_or("");
+        if digits.len() < 6 || digits.len() > 15 || !digits.chars().all(|c| c.is_ascii_digit()) {
+            return Err(ContactError::Phone {
+                value: e164.to_owned(),
+                reason: "a stored number must be in E.164 form".into(),
+            });
+        }
+        Ok(Self {
+            e164: e164.to_owned(),
+            region: region.map(str::to_owned),
+        })
     }
 
     /// The E.164 form.

@@ -1,0 +1,192 @@
+//! Helpers shared by both backends: time encoding and record decoding.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use engager_domain::{
+    CountryCode, EmailAddress, Lead, LeadId, LeadStatus, LinkedinUrl, NewLead, PhoneE164, TimeZone,
+};
+
+use crate::{GateRow, StoreError, StoreResult};
+
+/// Milliseconds since the epoch: the stored form of every instant.
+pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+/// Reads a stored instant.
+pub(crate) fn from_ms(v: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(v).unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+/// Reads an optional stored instant.
+pub(crate) fn from_ms_opt(v: Option<i64>) -> Option<DateTime<Utc>> {
+    v.map(from_ms)
+}
+
+fn corrupt(column: &'static str, reason: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        table: "leads",
+        column,
+        reason: reason.to_string(),
+    }
+}
+
+/// The raw columns of a lead row, in the order of `LEAD_COLUMNS`.
+pub(crate) struct LeadRow {
+    pub id: i64,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub phone_region: Option<String>,
+    pub linkedin_url: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub company: Option<String>,
+    pub title: Option<String>,
+    pub industry: Option<String>,
+    pub country: Option<String>,
+    pub city: Option<String>,
+    pub time_zone: Option<String>,
+    pub website: Option<String>,
+    pub custom_json: String,
+    pub source: String,
+    pub source_ref: Option<String>,
+    pub status: String,
+}
+
+/// The lead columns every lead query selects, in `LeadRow` order.
+pub(crate) const LEAD_COLUMNS: &str = "l.id, l.email, l.phone, l.phone_region, l.linkedin_url, \
+    l.first_name, l.last_name, l.company, l.title, l.industry, l.country, l.city, l.time_zone, \
+    l.website, l.custom_json, l.source, l.source_ref, l.status";
+
+impl LeadRow {
+    /// Rebuilds the domain lead.
+    pub(crate) fn into_lead(self) -> StoreResult<Lead> {
+        let email = self
+            .email
+            .map(|e| EmailAddress::parse(&e).map_err(|e| corrupt("email", e)))
+            .transpose()?;
+        let phone = self
+            .phone
+            .map(|p| PhoneE164::from_stored(&p, self.phone_region.as_deref()).map_err(|e| corrupt("phone", e)))
+            .transpose()?;
+        let linkedin = self
+            .linkedin_url
+            .map(|u| LinkedinUrl::parse(&u).map_err(|e| corrupt("linkedin_url", e)))
+            .transpose()?;
+        let country = self
+            .country
+            .map(|c| CountryCode::parse(&c).map_err(|e| corrupt("country", e)))
+            .transpose()?;
+        let time_zone = self
+            .time_zone
+            .map(|z| TimeZone::parse(&z).map_err(|e| corrupt("time_zone", e)))
+            .transpose()?;
+        let custom: BTreeMap<String, String> =
+            serde_json::from_str(&self.custom_json).map_err(|e| corrupt("custom_json", e))?;
+        let status: LeadStatus = self.status.parse().map_err(|e| corrupt("status", e))?;
+        Ok(Lead {
+            id: LeadId(self.id),
+            status,
+            profile: NewLead {
+                email,
+                phone,
+                linkedin,
+                first_name: self.first_name,
+                last_name: self.last_name,
+                company: self.company,
+                title: self.title,
+                industry: self.industry,
+                country,
+                city: self.city,
+                time_zone,
+                website: self.website,
+                custom,
+                source: self.source,
+                source_ref: self.source_ref,
+            },
+        })
+    }
+}
+
+/// The stored columns of a new lead, in insert order (without id, status and times).
+pub(crate) struct LeadValues<'a> {
+    pub email: Option<&'a str>,
+    pub phone: Option<&'a str>,
+    pub phone_region: Option<&'a str>,
+    pub linkedin_url: Option<&'a str>,
+    pub first_name: Option<&'a str>,
+    pub last_name: Option<&'a str>,
+    pub company: Option<&'a str>,
+    pub title: Option<&'a str>,
+    pub industry: Option<&'a str>,
+    pub country: Option<&'a str>,
+    pub city: Option<&'a str>,
+    pub time_zone: Option<&'a str>,
+    pub website: Option<&'a str>,
+    pub custom_json: String,
+    pub source: &'a str,
+    pub source_ref: Option<&'a str>,
+}
+
+impl<'a> LeadValues<'a> {
+    /// Flattens a domain lead into columns.
+    pub(crate) fn of(lead: &'a NewLead) -> Self {
+        Self {
+            email: lead.email.as_ref().map(EmailAddress::as_str),
+            phone: lead.phone.as_ref().map(PhoneE164::as_str),
+            phone_region: lead.phone.as_ref().and_then(PhoneE164::region),
+            linkedin_url: lead.linkedin.as_ref().map(LinkedinUrl::as_str),
+            first_name: lead.first_name.as_deref(),
+            last_name: lead.last_name.as_deref(),
+            company: lead.company.as_deref(),
+            title: lead.title.as_deref(),
+            industry: lead.industry.as_deref(),
+            country: lead.country.as_ref().map(CountryCode::as_str),
+            city: lead.city.as_deref(),
+            time_zone: lead.time_zone.as_ref().map(TimeZone::name),
+            website: lead.website.as_deref(),
+            custom_json: serde_json::to_string(&lead.custom).unwrap_or_else(|_| "{}".into()),
+            source: &lead.source,
+            source_ref: lead.source_ref.as_deref(),
+        }
+    }
+}
+
+/// Encodes a trace's gates as JSON for storage.
+pub(crate) fn gates_json(gates: &[GateRow]) -> String {
+    let rows: Vec<serde_json::Value> = gates
+        .iter()
+        .map(|g| serde_json::json!({"gate": g.gate, "passed": g.passed, "reason": g.reason}))
+        .collect();
+    serde_json::Value::Array(rows).to_string()
+}
+
+/// Decodes stored gates.
+pub(crate) fn parse_gates(json: &str) -> StoreResult<Vec<GateRow>> {
+    let bad = |reason: String| StoreError::Corrupt {
+        table: "traces",
+        column: "gates_json",
+        reason,
+    };
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+    let rows = value.as_array().ok_or_else(|| bad("not an array".into()))?;
+    rows.iter()
+        .map(|r| {
+            Ok(GateRow {
+                gate: r["gate"].as_str().unwrap_or_default().to_owned(),
+                passed: r["passed"].as_bool().unwrap_or(false),
+                reason: r["reason"].as_str().unwrap_or_default().to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// A stored value that should parse into a domain enum but does not.
+pub(crate) fn corrupt_in(table: &'static str, column: &'static str, reason: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        table,
+        column,
+        reason: reason.to_string(),
+    }
+}

@@ -1,0 +1,426 @@
+//! Records read from and written to the store.
+
+use chrono::{DateTime, Utc};
+use engager_domain::{
+    CampaignId, Channel, DeliveryId, DeliveryState, EnrollmentId, EventKind, Lead, LeadId,
+};
+
+/// What an upsert did to one lead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpsertOutcome {
+    /// A new lead was created.
+    Inserted(LeadId),
+    /// An existing lead was updated.
+    Updated(LeadId),
+}
+
+impl UpsertOutcome {
+    /// The lead's id either way.
+    pub fn id(self) -> LeadId {
+        match self {
+            UpsertOutcome::Inserted(id) | UpsertOutcome::Updated(id) => id,
+        }
+    }
+}
+
+/// Which leads to select.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeadFilter {
+    /// Only leads in this country (ISO code).
+    pub country: Option<String>,
+    /// Only leads in this industry (case-insensitive).
+    pub industry: Option<String>,
+    /// Only leads whose source starts with this prefix.
+    pub source_prefix: Option<String>,
+    /// Only leads with an email address.
+    pub has_email: bool,
+    /// Only leads that may be contacted (status active).
+    pub active_only: bool,
+    /// At most this many.
+    pub limit: Option<usize>,
+}
+
+/// A stored campaign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CampaignRecord {
+    /// Id.
+    pub id: CampaignId,
+    /// Slug.
+    pub slug: String,
+    /// Human name.
+    pub name: String,
+    /// The TOML definition it was loaded from.
+    pub definition: String,
+}
+
+/// Where an enrollment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrollmentState {
+    /// The current step is due at `next_due_at`.
+    Active,
+    /// A delivery of the current step is in the ledger.
+    Waiting,
+    /// Every step was handled.
+    Completed,
+    /// Stopped early (reply, unsubscribe, bounce, suppression, failure).
+    Stopped,
+}
+
+impl EnrollmentState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnrollmentState::Active => "active",
+            EnrollmentState::Waiting => "waiting",
+            EnrollmentState::Completed => "completed",
+            EnrollmentState::Stopped => "stopped",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(EnrollmentState::Active),
+            "waiting" => Some(EnrollmentState::Waiting),
+            "completed" => Some(EnrollmentState::Completed),
+            "stopped" => Some(EnrollmentState::Stopped),
+            _ => None,
+        }
+    }
+}
+
+/// A stored enrollment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollmentRecord {
+    /// Id.
+    pub id: EnrollmentId,
+    /// The campaign.
+    pub campaign_id: CampaignId,
+    /// The lead.
+    pub lead_id: LeadId,
+    /// State.
+    pub state: EnrollmentState,
+    /// Index of the step to handle next.
+    pub current_step: usize,
+    /// When the current step is due (active enrollments only).
+    pub next_due_at: Option<DateTime<Utc>>,
+    /// Why it stopped.
+    pub stop_reason: Option<String>,
+}
+
+/// An enrollment due for planning, with its lead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueEnrollment {
+    /// The enrollment.
+    pub enrollment: EnrollmentRecord,
+    /// The lead.
+    pub lead: Lead,
+}
+
+/// A value on (or checked against) the suppression list.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SuppressionKey {
+    /// A normalized email address.
+    Email(String),
+    /// An E.164 phone number.
+    Phone(String),
+    /// A whole email domain.
+    Domain(String),
+}
+
+impl SuppressionKey {
+    /// The stored kind name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SuppressionKey::Email(_) => "email",
+            SuppressionKey::Phone(_) => "phone",
+            SuppressionKey::Domain(_) => "domain",
+        }
+    }
+
+    /// The stored value.
+    pub fn value(&self) -> &str {
+        match self {
+            SuppressionKey::Email(v) | SuppressionKey::Phone(v) | SuppressionKey::Domain(v) => v,
+        }
+    }
+
+    /// Rebuilds a key from its stored kind and value.
+    pub fn from_parts(kind: &str, value: String) -> Option<Self> {
+        match kind {
+            "email" => Some(SuppressionKey::Email(value)),
+            "phone" => Some(SuppressionKey::Phone(value)),
+            "domain" => Some(SuppressionKey::Domain(value)),
+            _ => None,
+        }
+    }
+}
+
+/// A suppression-list entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SuppressionRecord {
+    /// What is suppressed.
+    pub key: SuppressionKey,
+    /// Why (`unsubscribed`, `hard_bounce`, `manual`, ...).
+    pub reason: String,
+    /// Where the opt-out came from.
+    pub source: String,
+    /// When it was added.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One gate's verdict as stored in a trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateRow {
+    /// Gate name.
+    pub gate: String,
+    /// Passed or not.
+    pub passed: bool,
+    /// Why.
+    pub reason: String,
+}
+
+/// A stored decision trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceRecord {
+    /// The enrollment evaluated.
+    pub enrollment_id: EnrollmentId,
+    /// The campaign.
+    pub campaign_id: CampaignId,
+    /// The lead.
+    pub lead_id: LeadId,
+    /// The step evaluated.
+    pub step_index: usize,
+    /// When.
+    pub evaluated_at: DateTime<Utc>,
+    /// planned, deferred, skipped or stopped.
+    pub outcome: String,
+    /// Machine-readable reason for skipped/stopped/deferred.
+    pub code: Option<String>,
+    /// The channel chosen, if any.
+    pub channel: Option<Channel>,
+    /// send_at (planned) or until (deferred).
+    pub at: Option<DateTime<Utc>>,
+    /// The gates in order.
+    pub gates: Vec<GateRow>,
+}
+
+/// A delivery to plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDelivery {
+    /// Channel.
+    pub channel: Channel,
+    /// Due time.
+    pub send_at: DateTime<Utc>,
+    /// The address it goes to (email, E.164 number or profile URL).
+    pub to_address: String,
+    /// Rendered subject (email).
+    pub subject: Option<String>,
+    /// Rendered text body.
+    pub body_text: String,
+    /// Rendered HTML body (email).
+    pub body_html: Option<String>,
+}
+
+/// What the planner decided for one enrollment's current step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanDecision {
+    /// Plan this delivery; the enrollment waits for it.
+    Plan(NewDelivery),
+    /// Evaluate again at `until`.
+    Defer {
+        /// When.
+        until: DateTime<Utc>,
+    },
+    /// Skip this step; the next step (if any) is due at `next_due`.
+    Skip {
+        /// When the next step is due; `None` completes the enrollment.
+        next_due: Option<DateTime<Utc>>,
+    },
+    /// End the enrollment.
+    Stop {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One planner evaluation to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evaluation {
+    /// The trace (its ids say which enrollment and step).
+    pub trace: TraceRecord,
+    /// The decision.
+    pub decision: PlanDecision,
+}
+
+/// A ledger row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    /// Id.
+    pub id: DeliveryId,
+    /// Enrollment.
+    pub enrollment_id: EnrollmentId,
+    /// Campaign.
+    pub campaign_id: CampaignId,
+    /// Lead.
+    pub lead_id: LeadId,
+    /// Step index.
+    pub step_index: usize,
+    /// Channel.
+    pub channel: Channel,
+    /// State.
+    pub state: DeliveryState,
+    /// Due time.
+    pub send_at: DateTime<Utc>,
+    /// Recipient address.
+    pub to_address: String,
+    /// Subject.
+    pub subject: Option<String>,
+    /// Text body.
+    pub body_text: String,
+    /// HTML body.
+    pub body_html: Option<String>,
+    /// Send attempts so far.
+    pub attempts: u32,
+    /// The fencing token of the latest claim.
+    pub fencing_token: i64,
+    /// Lease expiry of the latest claim.
+    pub lease_until: Option<DateTime<Utc>>,
+    /// Who holds the claim.
+    pub claimed_by: Option<String>,
+    /// When a retry is due.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// The provider's message id (or ours, for the outbox).
+    pub provider_ref: Option<String>,
+    /// When it was sent.
+    pub sent_at: Option<DateTime<Utc>>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What happened when the dispatcher sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// Accepted by the provider.
+    Sent {
+        /// The provider's reference (message id, SID, file path).
+        provider_ref: String,
+    },
+    /// Transient failure; try again at `at`.
+    Retry {
+        /// When.
+        at: DateTime<Utc>,
+        /// The error.
+        error: String,
+    },
+    /// Permanent failure.
+    Failed {
+        /// The error.
+        error: String,
+    },
+    /// The provider may or may not have accepted it.
+    Unknown {
+        /// The error.
+        error: String,
+    },
+}
+
+/// What the enrollment does after a successful send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowUp {
+    /// The next step is due at this instant.
+    NextStepAt(DateTime<Utc>),
+    /// That was the last step.
+    Complete,
+}
+
+/// What lease recovery did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Claimed rows put back to planned.
+    pub requeued: u64,
+    /// Sending rows marked unknown.
+    pub unknown: u64,
+}
+
+/// Which deliveries to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryFilter {
+    /// Only this state.
+    pub state: Option<DeliveryState>,
+    /// Only this channel.
+    pub channel: Option<Channel>,
+    /// Only this lead.
+    pub lead: Option<LeadId>,
+    /// Only this campaign.
+    pub campaign: Option<CampaignId>,
+    /// At most this many.
+    pub limit: Option<usize>,
+}
+
+/// An event to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// The lead.
+    pub lead_id: LeadId,
+    /// The delivery it is about, if known.
+    pub delivery_id: Option<DeliveryId>,
+    /// What happened.
+    pub kind: EventKind,
+    /// When.
+    pub occurred_at: DateTime<Utc>,
+    /// Free-form detail (JSON text).
+    pub detail: String,
+    /// Where it came from (`sandbox`, `manual`, `webhook:twilio`, ...).
+    pub source: String,
+}
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    /// Id.
+    pub id: i64,
+    /// The event.
+    pub event: NewEvent,
+}
+
+/// What recording an event changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventEffects {
+    /// Enrollments stopped.
+    pub enrollments_stopped: u64,
+    /// Pending deliveries cancelled.
+    pub deliveries_cancelled: u64,
+    /// Whether a suppression entry was added.
+    pub suppressed: bool,
+}
+
+/// One row of the per-step summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SummaryRow {
+    /// Campaign slug.
+    pub campaign: String,
+    /// Step index.
+    pub step_index: usize,
+    /// Channel, or `-` for decisions taken before a channel was chosen.
+    pub channel: String,
+    /// What is counted: `delivery:<state>`, `skipped:<code>`, `stopped:<code>` or `event:<kind>`.
+    pub metric: String,
+    /// How many.
+    pub count: u64,
+}
+
+/// A sent delivery to write back to its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Writeback {
+    /// The delivery.
+    pub delivery_id: DeliveryId,
+    /// The lead's record id in its source.
+    pub source_ref: String,
+    /// The lead's source.
+    pub source: String,
+    /// When it was sent.
+    pub sent_at: DateTime<Utc>,
+}

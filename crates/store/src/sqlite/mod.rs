@@ -1,0 +1,1045 @@
+//! The SQLite backend: one file, WAL mode, one connection per store handle.
+//!
+//! Every write that must be atomic runs in a `BEGIN IMMEDIATE` transaction, so several
+//! processes on one file serialize their claims instead of interleaving them. Calls run on
+//! tokio's blocking pool so they never stall the async runtime.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use engager_domain::{
+    CampaignId, Channel, DeliveryId, DeliveryState, EnrollmentId, EventKind, Lead, LeadId,
+    NewLead,
+};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, TransactionBehavior};
+
+use crate::common::{
+    corrupt_in, from_ms, from_ms_opt, gates_json, ms, parse_gates, LeadRow, LeadValues,
+    LEAD_COLUMNS,
+};
+use crate::*;
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_initial.sql"))];
+
+/// A store on a SQLite file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and runs migrations. `:memory:` gives a
+    /// private in-memory database.
+    pub async fn open(path: &str) -> StoreResult<Self> {
+        let path = path.to_owned();
+        let conn = tokio::task::spawn_blocking(move || open_connection(&path))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn run<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Runs raw SQL (used by benchmarks to compare Engager against the bare statements).
+    pub async fn execute_raw(&self, sql: String) -> StoreResult<()> {
+        self.run(move |c| Ok(c.execute_batch(&sql)?)).await
+    }
+
+    /// Runs a closure on the connection (benchmarks only).
+    pub async fn with_connection<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.run(f).await
+    }
+}
+
+fn open_connection(path: &str) -> StoreResult<Connection> {
+    let open_err = |e: rusqlite::Error| StoreError::Open {
+        url: format!("sqlite:{path}"),
+        reason: e.to_string(),
+    };
+    let mut conn = Connection::open(path).map_err(open_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(open_err)?;
+    // WAL keeps readers off the writer's back; NORMAL sync loses nothing on a process crash
+    // (kill -9), only possibly the last transactions on a power cut.
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+    )
+    .map_err(open_err)?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )?;
+    for (version, sql) in MIGRATIONS {
+        let done: Option<i64> = tx
+            .query_row(
+                "SELECT version FROM schema_migrations WHERE version = ?1",
+                [version],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if done.is_none() {
+            tx.execute_batch(sql).map_err(|e| StoreError::Migration {
+                version: *version,
+                reason: e.to_string(),
+            })?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+                params![version, ms(Utc::now())],
+            )?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn lead_row(r: &Row<'_>, at: usize) -> rusqlite::Result<LeadRow> {
+    Ok(LeadRow {
+        id: r.get(at)?,
+        email: r.get(at + 1)?,
+        phone: r.get(at + 2)?,
+        phone_region: r.get(at + 3)?,
+        linkedin_url: r.get(at + 4)?,
+        first_name: r.get(at + 5)?,
+        last_name: r.get(at + 6)?,
+        company: r.get(at + 7)?,
+        title: r.get(at + 8)?,
+        industry: r.get(at + 9)?,
+        country: r.get(at + 10)?,
+        city: r.get(at + 11)?,
+        time_zone: r.get(at + 12)?,
+        website: r.get(at + 13)?,
+        custom_json: r.get(at + 14)?,
+        source: r.get(at + 15)?,
+        source_ref: r.get(at + 16)?,
+        status: r.get(at + 17)?,
+    })
+}
+
+const ENROLLMENT_COLUMNS: &str =
+    "e.id, e.campaign_id, e.lead_id, e.state, e.current_step, e.next_due_at, e.stop_reason";
+
+fn enrollment_row(r: &Row<'_>) -> rusqlite::Result<(EnrollmentRecord, String)> {
+    let state: String = r.get(3)?;
+    Ok((
+        EnrollmentRecord {
+            id: EnrollmentId(r.get(0)?),
+            campaign_id: CampaignId(r.get(1)?),
+            lead_id: LeadId(r.get(2)?),
+            state: EnrollmentState::Active,
+            current_step: r.get::<_, i64>(4)? as usize,
+            next_due_at: from_ms_opt(r.get(5)?),
+            stop_reason: r.get(6)?,
+        },
+        state,
+    ))
+}
+
+fn finish_enrollment((mut e, state): (EnrollmentRecord, String)) -> StoreResult<EnrollmentRecord> {
+    e.state = EnrollmentState::parse(&state)
+        .ok_or_else(|| corrupt_in("enrollments", "state", format!("unknown state {state:?}")))?;
+    Ok(e)
+}
+
+const DELIVERY_COLUMNS: &str = "id, enrollment_id, campaign_id, lead_id, step_index, channel, state, \
+    send_at, to_address, subject, body_text, body_html, attempts, fencing_token, lease_until, \
+    claimed_by, next_attempt_at, last_error, provider_ref, sent_at, updated_at";
+
+struct RawDelivery {
+    record: DeliveryRecord,
+    channel: String,
+    state: String,
+}
+
+fn delivery_row(r: &Row<'_>) -> rusqlite::Result<RawDelivery> {
+    Ok(RawDelivery {
+        record: DeliveryRecord {
+            id: DeliveryId(r.get(0)?),
+            enrollment_id: EnrollmentId(r.get(1)?),
+            campaign_id: CampaignId(r.get(2)?),
+            lead_id: LeadId(r.get(3)?),
+            step_index: r.get::<_, i64>(4)? as usize,
+            channel: Channel::Email,
+            state: DeliveryState::Planned,
+            send_at: from_ms(r.get(7)?),
+            to_address: r.get(8)?,
+            subject: r.get(9)?,
+            body_text: r.get(10)?,
+            body_html: r.get(11)?,
+            attempts: r.get::<_, i64>(12)? as u32,
+            fencing_token: r.get(13)?,
+            lease_until: from_ms_opt(r.get(14)?),
+            claimed_by: r.get(15)?,
+            next_attempt_at: from_ms_opt(r.get(16)?),
+            last_error: r.get(17)?,
+            provider_ref: r.get(18)?,
+            sent_at: from_ms_opt(r.get(19)?),
+            updated_at: from_ms(r.get(20)?),
+        },
+        channel: r.get(5)?,
+        state: r.get(6)?,
+    })
+}
+
+fn finish_delivery(raw: RawDelivery) -> StoreResult<DeliveryRecord> {
+    let mut d = raw.record;
+    d.channel = raw
+        .channel
+        .parse()
+        .map_err(|e| corrupt_in("deliveries", "channel", e))?;
+    d.state = raw
+        .state
+        .parse()
+        .map_err(|e| corrupt_in("deliveries", "state", e))?;
+    Ok(d)
+}
+
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(",")
+}
+
+fn event_effects(
+    tx: &rusqlite::Transaction<'_>,
+    event: &NewEvent,
+    now: i64,
+) -> StoreResult<EventEffects> {
+    let mut effects = EventEffects::default();
+    if event.kind.stops_sequences() {
+        let reason = event.kind.as_str();
+        effects.enrollments_stopped = tx.execute(
+            "UPDATE enrollments SET state = 'stopped', stop_reason = ?1, next_due_at = NULL, updated_at = ?2 \
+             WHERE lead_id = ?3 AND state IN ('active', 'waiting')",
+            params![reason, now, event.lead_id.0],
+        )? as u64;
+        effects.deliveries_cancelled = tx.execute(
+            "UPDATE deliveries SET state = 'cancelled', last_error = ?1, lease_until = NULL, updated_at = ?2 \
+             WHERE lead_id = ?3 AND state IN ('planned', 'retry_wait', 'claimed')",
+            params![format!("cancelled: lead {reason}"), now, event.lead_id.0],
+        )? as u64;
+    }
+    if event.kind.suppresses() {
+        let target: Option<(String, String)> = match event.delivery_id {
+            Some(id) => tx
+                .query_row(
+                    "SELECT channel, to_address FROM deliveries WHERE id = ?1",
+                    [id.0],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?,
+            None => tx
+                .query_row(
+                    "SELECT 'email', email FROM leads WHERE id = ?1 AND email IS NOT NULL",
+                    [event.lead_id.0],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?,
+        };
+        let key = match target {
+            Some((channel, address)) if channel == "email" => Some(SuppressionKey::Email(address)),
+            Some((channel, address)) if channel == "sms" => Some(SuppressionKey::Phone(address)),
+            _ => None,
+        };
+        if let Some(key) = key {
+            effects.suppressed = tx.execute(
+                "INSERT INTO suppressions (kind, value, reason, source, created_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (kind, value) DO NOTHING",
+                params![key.kind(), key.value(), event.kind.as_str(), event.source, now],
+            )? > 0;
+        }
+        let status = match event.kind {
+            EventKind::HardBounce => "bounced",
+            _ => "unsubscribed",
+        };
+        tx.execute(
+            "UPDATE leads SET status = ?1, updated_at = ?2 WHERE id = ?3 AND status = 'active'",
+            params![status, now, event.lead_id.0],
+        )?;
+    }
+    Ok(effects)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn upsert_leads(&self, leads: &[NewLead], now: DateTime<Utc>) -> StoreResult<Vec<UpsertOutcome>> {
+        let leads = leads.to_vec();
+        self.run(move |c| {
+            let now = ms(now);
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut outcomes = Vec::with_capacity(leads.len());
+            {
+                let mut by_email = tx.prepare_cached("SELECT id FROM leads WHERE email = ?1")?;
+                let mut by_ref = tx.prepare_cached(
+                    "SELECT id FROM leads WHERE source = ?1 AND source_ref = ?2 AND email IS NULL",
+                )?;
+                let mut by_phone =
+                    tx.prepare_cached("SELECT id FROM leads WHERE phone = ?1 AND email IS NULL")?;
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO leads (email, phone, phone_region, linkedin_url, first_name, last_name, company, \
+                     title, industry, country, city, time_zone, website, custom_json, source, source_ref, \
+                     status, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, 'active', ?17, ?17)",
+                )?;
+                let mut update = tx.prepare_cached(
+                    "UPDATE leads SET email = COALESCE(?1, email), phone = COALESCE(?2, phone), \
+                     phone_region = CASE WHEN ?2 IS NULL THEN phone_region ELSE ?3 END, \
+                     linkedin_url = COALESCE(?4, linkedin_url), first_name = COALESCE(?5, first_name), \
+                     last_name = COALESCE(?6, last_name), company = COALESCE(?7, company), \
+                     title = COALESCE(?8, title), industry = COALESCE(?9, industry), \
+                     country = COALESCE(?10, country), city = COALESCE(?11, city), \
+                     time_zone = COALESCE(?12, time_zone), website = COALESCE(?13, website), \
+                     custom_json = json_patch(custom_json, ?14), source = ?15, \
+                     source_ref = COALESCE(?16, source_ref), updated_at = ?17 WHERE id = ?18",
+                )?;
+                for lead in &leads {
+                    let v = LeadValues::of(lead);
+                    let existing: Option<i64> = if let Some(email) = v.email {
+                        by_email.query_row([email], |r| r.get(0)).optional()?
+                    } else if let Some(source_ref) = v.source_ref {
+                        by_ref.query_row([v.source, source_ref], |r| r.get(0)).optional()?
+                    } else if let Some(phone) = v.phone {
+                        by_phone.query_row([phone], |r| r.get(0)).optional()?
+                    } else {
+                        None
+                    };
+                    let values = params![
+                        v.email, v.phone, v.phone_region, v.linkedin_url, v.first_name, v.last_name,
+                        v.company, v.title, v.industry, v.country, v.city, v.time_zone, v.website,
+                        v.custom_json, v.source, v.source_ref, now
+                    ];
+                    match existing {
+                        Some(id) => {
+                            let mut all: Vec<&dyn rusqlite::ToSql> = values.to_vec();
+                            all.push(&id);
+                            update.execute(all.as_slice())?;
+                            outcomes.push(UpsertOutcome::Updated(LeadId(id)));
+                        }
+                        None => {
+                            insert.execute(values)?;
+                            outcomes.push(UpsertOutcome::Inserted(LeadId(tx.last_insert_rowid())));
+                        }
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(outcomes)
+        })
+        .await
+    }
+
+    async fn lead(&self, id: LeadId) -> StoreResult<Option<Lead>> {
+        self.run(move |c| {
+            let sql = format!("SELECT {LEAD_COLUMNS} FROM leads l WHERE l.id = ?1");
+            let row = c.query_row(&sql, [id.0], |r| lead_row(r, 0)).optional()?;
+            row.map(LeadRow::into_lead).transpose()
+        })
+        .await
+    }
+
+    async fn lead_by_email(&self, email: &str) -> StoreResult<Option<Lead>> {
+        let email = email.trim().to_ascii_lowercase();
+        self.run(move |c| {
+            let sql = format!("SELECT {LEAD_COLUMNS} FROM leads l WHERE l.email = ?1");
+            let row = c.query_row(&sql, [email], |r| lead_row(r, 0)).optional()?;
+            row.map(LeadRow::into_lead).transpose()
+        })
+        .await
+    }
+
+    async fn lead_ids(&self, filter: &LeadFilter) -> StoreResult<Vec<LeadId>> {
+        let filter = filter.clone();
+        self.run(move |c| {
+            let mut sql = String::from("SELECT id FROM leads WHERE 1 = 1");
+            let mut args: Vec<String> = Vec::new();
+            if let Some(country) = &filter.country {
+                sql.push_str(" AND country = ?");
+                args.push(country.to_ascii_uppercase());
+            }
+            if let Some(industry) = &filter.industry {
+                sql.push_str(" AND lower(industry) = lower(?)");
+                args.push(industry.clone());
+            }
+            if let Some(prefix) = &filter.source_prefix {
+                sql.push_str(" AND substr(source, 1, length(?)) = ?");
+                args.push(prefix.clone());
+                args.push(prefix.clone());
+            }
+            if filter.has_email {
+                sql.push_str(" AND email IS NOT NULL");
+            }
+            if filter.active_only {
+                sql.push_str(" AND status = 'active'");
+            }
+            sql.push_str(" ORDER BY id");
+            if let Some(limit) = filter.limit {
+                sql.push_str(&format!(" LIMIT {limit}"));
+            }
+            let mut stmt = c.prepare(&sql)?;
+            let ids = stmt
+                .query_map(params_from_iter(args.iter()), |r| r.get(0).map(LeadId))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn lead_counts(&self) -> StoreResult<Vec<(String, u64)>> {
+        self.run(|c| {
+            let mut stmt = c.prepare("SELECT status, COUNT(*) FROM leads GROUP BY status ORDER BY status")?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn save_campaign(&self, slug: &str, name: &str, definition: &str, now: DateTime<Utc>) -> StoreResult<CampaignId> {
+        let (slug, name, definition) = (slug.to_owned(), name.to_owned(), definition.to_owned());
+        self.run(move |c| {
+            let id = c.query_row(
+                "INSERT INTO campaigns (slug, name, definition, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4) \
+                 ON CONFLICT (slug) DO UPDATE SET name = excluded.name, definition = excluded.definition, \
+                 updated_at = excluded.updated_at RETURNING id",
+                params![slug, name, definition, ms(now)],
+                |r| r.get(0),
+            )?;
+            Ok(CampaignId(id))
+        })
+        .await
+    }
+
+    async fn campaigns(&self) -> StoreResult<Vec<CampaignRecord>> {
+        self.run(|c| {
+            let mut stmt = c.prepare("SELECT id, slug, name, definition FROM campaigns ORDER BY id")?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(CampaignRecord {
+                        id: CampaignId(r.get(0)?),
+                        slug: r.get(1)?,
+                        name: r.get(2)?,
+                        definition: r.get(3)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn enroll(&self, campaign: CampaignId, leads: &[LeadId], now: DateTime<Utc>) -> StoreResult<u64> {
+        let leads = leads.to_vec();
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut added = 0;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO enrollments (campaign_id, lead_id, state, current_step, next_due_at, enrolled_at, updated_at) \
+                     VALUES (?1, ?2, 'active', 0, ?3, ?3, ?3) ON CONFLICT (campaign_id, lead_id) DO NOTHING",
+                )?;
+                for lead in &leads {
+                    added += stmt.execute(params![campaign.0, lead.0, ms(now)])? as u64;
+                }
+            }
+            tx.commit()?;
+            Ok(added)
+        })
+        .await
+    }
+
+    async fn due_enrollments(&self, now: DateTime<Utc>, after: Option<EnrollmentId>, limit: usize) -> StoreResult<Vec<DueEnrollment>> {
+        self.run(move |c| {
+            let sql = format!(
+                "SELECT {ENROLLMENT_COLUMNS}, {LEAD_COLUMNS} FROM enrollments e JOIN leads l ON l.id = e.lead_id \
+                 WHERE e.state = 'active' AND e.next_due_at <= ?1 AND e.id > ?2 ORDER BY e.id LIMIT ?3"
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt
+                .query_map(params![ms(now), after.map_or(0, |a| a.0), limit as i64], |r| {
+                    Ok((enrollment_row(r)?, lead_row(r, 7)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter()
+                .map(|(e, l)| {
+                    Ok(DueEnrollment {
+                        enrollment: finish_enrollment(e)?,
+                        lead: l.into_lead()?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn enrollments_for_lead(&self, lead: LeadId) -> StoreResult<Vec<EnrollmentRecord>> {
+        self.run(move |c| {
+            let sql = format!("SELECT {ENROLLMENT_COLUMNS} FROM enrollments e WHERE e.lead_id = ?1 ORDER BY e.id");
+            let mut stmt = c.prepare(&sql)?;
+            let rows = stmt.query_map([lead.0], enrollment_row)?.collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter().map(finish_enrollment).collect()
+        })
+        .await
+    }
+
+    async fn enrollment_counts(&self) -> StoreResult<Vec<(CampaignId, String, u64)>> {
+        self.run(|c| {
+            let mut stmt = c.prepare(
+                "SELECT campaign_id, state, COUNT(*) FROM enrollments GROUP BY campaign_id, state ORDER BY campaign_id, state",
+            )?;
+            let rows = stmt
+                .query_map([], |r| Ok((CampaignId(r.get(0)?), r.get(1)?, r.get::<_, i64>(2)? as u64)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn touches(&self, leads: &[LeadId], since: DateTime<Utc>) -> StoreResult<HashMap<LeadId, Vec<DateTime<Utc>>>> {
+        let leads = leads.to_vec();
+        self.run(move |c| {
+            let mut out: HashMap<LeadId, Vec<DateTime<Utc>>> = HashMap::new();
+            for chunk in leads.chunks(900) {
+                let sql = format!(
+                    "SELECT lead_id, COALESCE(sent_at, send_at) FROM deliveries WHERE lead_id IN ({}) \
+                     AND state IN ('planned', 'claimed', 'sending', 'sent', 'retry_wait', 'unknown') \
+                     AND COALESCE(sent_at, send_at) >= ?",
+                    placeholders(chunk.len())
+                );
+                let mut stmt = c.prepare_cached(&sql)?;
+                let mut args: Vec<i64> = chunk.iter().map(|l| l.0).collect();
+                args.push(ms(since));
+                let rows = stmt.query_map(params_from_iter(args.iter()), |r| {
+                    Ok((LeadId(r.get(0)?), from_ms(r.get(1)?)))
+                })?;
+                for row in rows {
+                    let (lead, at) = row?;
+                    out.entry(lead).or_default().push(at);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn suppressed(&self, values: &[SuppressionKey]) -> StoreResult<Vec<SuppressionRecord>> {
+        let values = values.to_vec();
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT reason, source, created_at FROM suppressions WHERE kind = ?1 AND value = ?2",
+            )?;
+            let mut out = Vec::new();
+            for key in values {
+                let hit = stmt
+                    .query_row(params![key.kind(), key.value()], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                    })
+                    .optional()?;
+                if let Some((reason, source, created_at)) = hit {
+                    out.push(SuppressionRecord {
+                        key,
+                        reason,
+                        source,
+                        created_at: from_ms(created_at),
+                    });
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn record_evaluations(&self, evaluations: &[Evaluation], now: DateTime<Utc>) -> StoreResult<()> {
+        let evaluations = evaluations.to_vec();
+        self.run(move |c| {
+            let now = ms(now);
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut trace = tx.prepare_cached(
+                    "INSERT INTO traces (enrollment_id, campaign_id, lead_id, step_index, evaluated_at, outcome, code, channel, at, gates_json) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )?;
+                let mut plan = tx.prepare_cached(
+                    "INSERT INTO deliveries (enrollment_id, campaign_id, lead_id, step_index, channel, state, send_at, \
+                     to_address, subject, body_text, body_html, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'planned', ?6, ?7, ?8, ?9, ?10, ?11, ?11) \
+                     ON CONFLICT (enrollment_id, step_index) DO NOTHING",
+                )?;
+                let mut wait = tx.prepare_cached(
+                    "UPDATE enrollments SET state = 'waiting', next_due_at = NULL, updated_at = ?1 \
+                     WHERE id = ?2 AND state = 'active' AND current_step = ?3",
+                )?;
+                let mut defer = tx.prepare_cached(
+                    "UPDATE enrollments SET next_due_at = ?1, updated_at = ?2 WHERE id = ?3 AND state = 'active' AND current_step = ?4",
+                )?;
+                let mut skip = tx.prepare_cached(
+                    "UPDATE enrollments SET current_step = current_step + 1, next_due_at = ?1, \
+                     state = CASE WHEN ?1 IS NULL THEN 'completed' ELSE 'active' END, updated_at = ?2 \
+                     WHERE id = ?3 AND state = 'active' AND current_step = ?4",
+                )?;
+                let mut stop = tx.prepare_cached(
+                    "UPDATE enrollments SET state = 'stopped', stop_reason = ?1, next_due_at = NULL, updated_at = ?2 \
+                     WHERE id = ?3 AND state IN ('active', 'waiting')",
+                )?;
+                for ev in &evaluations {
+                    let t = &ev.trace;
+                    let step = t.step_index as i64;
+                    trace.execute(params![
+                        t.enrollment_id.0,
+                        t.campaign_id.0,
+                        t.lead_id.0,
+                        step,
+                        ms(t.evaluated_at),
+                        t.outcome,
+                        t.code,
+                        t.channel.map(|c| c.as_str()),
+                        t.at.map(ms),
+                        gates_json(&t.gates),
+                    ])?;
+                    match &ev.decision {
+                        PlanDecision::Plan(d) => {
+                            plan.execute(params![
+                                t.enrollment_id.0,
+                                t.campaign_id.0,
+                                t.lead_id.0,
+                                step,
+                                d.channel.as_str(),
+                                ms(d.send_at),
+                                d.to_address,
+                                d.subject,
+                                d.body_text,
+                                d.body_html,
+                                now
+                            ])?;
+                            wait.execute(params![now, t.enrollment_id.0, step])?;
+                        }
+                        PlanDecision::Defer { until } => {
+                            defer.execute(params![ms(*until), now, t.enrollment_id.0, step])?;
+                        }
+                        PlanDecision::Skip { next_due } => {
+                            skip.execute(params![next_due.map(ms), now, t.enrollment_id.0, step])?;
+                        }
+                        PlanDecision::Stop { reason } => {
+                            stop.execute(params![reason, now, t.enrollment_id.0])?;
+                        }
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn traces_for_lead(&self, lead: LeadId) -> StoreResult<Vec<TraceRecord>> {
+        self.run(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT enrollment_id, campaign_id, lead_id, step_index, evaluated_at, outcome, code, channel, at, gates_json \
+                 FROM traces WHERE lead_id = ?1 ORDER BY id",
+            )?;
+            let rows = stmt
+                .query_map([lead.0], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                        r.get::<_, Option<String>>(7)?,
+                        r.get::<_, Option<i64>>(8)?,
+                        r.get::<_, String>(9)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter()
+                .map(|(e, c, l, s, at, outcome, code, channel, when, gates)| {
+                    Ok(TraceRecord {
+                        enrollment_id: EnrollmentId(e),
+                        campaign_id: CampaignId(c),
+                        lead_id: LeadId(l),
+                        step_index: s as usize,
+                        evaluated_at: from_ms(at),
+                        outcome,
+                        code,
+                        channel: channel
+                            .map(|ch| ch.parse().map_err(|e| corrupt_in("traces", "channel", e)))
+                            .transpose()?,
+                        at: from_ms_opt(when),
+                        gates: parse_gates(&gates)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn claim_due_deliveries(&self, now: DateTime<Utc>, limit: usize, worker: &str, lease: Duration) -> StoreResult<Vec<DeliveryRecord>> {
+        let worker = worker.to_owned();
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let token: i64 = tx.query_row(
+                "UPDATE counters SET value = value + 1 WHERE name = 'fencing_token' RETURNING value",
+                [],
+                |r| r.get(0),
+            )?;
+            let sql = format!(
+                "UPDATE deliveries SET state = 'claimed', fencing_token = ?1, lease_until = ?2, claimed_by = ?3, updated_at = ?4 \
+                 WHERE id IN (SELECT id FROM deliveries WHERE (state = 'planned' AND send_at <= ?4) \
+                 OR (state = 'retry_wait' AND next_attempt_at <= ?4) ORDER BY send_at, id LIMIT ?5) \
+                 RETURNING {DELIVERY_COLUMNS}"
+            );
+            let rows = {
+                let mut stmt = tx.prepare_cached(&sql)?;
+                let rows = stmt
+                    .query_map(
+                        params![token, ms(now + lease), worker, ms(now), limit as i64],
+                        delivery_row,
+                    )?
+                    .collect::<Result<Vec<_>, _>>()?;
+                rows
+            };
+            tx.commit()?;
+            let mut out = rows.into_iter().map(finish_delivery).collect::<StoreResult<Vec<_>>>()?;
+            out.sort_by_key(|d| (d.send_at, d.id));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn begin_send(&self, id: DeliveryId, token: i64, now: DateTime<Utc>, lease: Duration) -> StoreResult<bool> {
+        self.run(move |c| {
+            let n = c.prepare_cached(
+                "UPDATE deliveries SET state = 'sending', attempts = attempts + 1, lease_until = ?1, updated_at = ?2 \
+                 WHERE id = ?3 AND fencing_token = ?4 AND state = 'claimed' AND lease_until > ?2 \
+                 AND EXISTS (SELECT 1 FROM enrollments e WHERE e.id = deliveries.enrollment_id AND e.state = 'waiting') \
+                 AND EXISTS (SELECT 1 FROM leads l WHERE l.id = deliveries.lead_id AND l.status = 'active')",
+            )?
+            .execute(params![ms(now + lease), ms(now), id.0, token])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn record_outcome(&self, id: DeliveryId, token: i64, outcome: &SendOutcome, next: &FollowUp, now: DateTime<Utc>) -> StoreResult<bool> {
+        let (outcome, next) = (outcome.clone(), *next);
+        self.run(move |c| {
+            let now = ms(now);
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (state, next_attempt, error, provider_ref, sent_at) = match &outcome {
+                SendOutcome::Sent { provider_ref } => ("sent", None, None, Some(provider_ref.clone()), Some(now)),
+                SendOutcome::Retry { at, error } => ("retry_wait", Some(ms(*at)), Some(error.clone()), None, None),
+                SendOutcome::Failed { error } => ("failed", None, Some(error.clone()), None, None),
+                SendOutcome::Unknown { error } => ("unknown", None, Some(error.clone()), None, None),
+            };
+            let row: Option<(i64, i64, i64)> = tx
+                .query_row(
+                    "UPDATE deliveries SET state = ?1, next_attempt_at = ?2, last_error = COALESCE(?3, last_error), \
+                     provider_ref = COALESCE(?4, provider_ref), sent_at = COALESCE(?5, sent_at), lease_until = NULL, updated_at = ?6 \
+                     WHERE id = ?7 AND fencing_token = ?8 AND state IN ('sending', 'unknown') \
+                     RETURNING enrollment_id, lead_id, step_index",
+                    params![state, next_attempt, error, provider_ref, sent_at, now, id.0, token],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            let Some((enrollment, lead, step)) = row else {
+                return Ok(false);
+            };
+            match &outcome {
+                SendOutcome::Sent { .. } => {
+                    tx.execute(
+                        "INSERT INTO events (lead_id, delivery_id, kind, occurred_at, detail, source) VALUES (?1, ?2, 'sent', ?3, '{}', 'dispatcher')",
+                        params![lead, id.0, now],
+                    )?;
+                    match next {
+                        FollowUp::NextStepAt(at) => tx.execute(
+                            "UPDATE enrollments SET state = 'active', current_step = ?1, next_due_at = ?2, updated_at = ?3 \
+                             WHERE id = ?4 AND state = 'waiting' AND current_step = ?5",
+                            params![step + 1, ms(at), now, enrollment, step],
+                        )?,
+                        FollowUp::Complete => tx.execute(
+                            "UPDATE enrollments SET state = 'completed', current_step = ?1, next_due_at = NULL, updated_at = ?2 \
+                             WHERE id = ?3 AND state = 'waiting' AND current_step = ?4",
+                            params![step + 1, now, enrollment, step],
+                        )?,
+                    };
+                }
+                SendOutcome::Failed { .. } => {
+                    tx.execute(
+                        "UPDATE enrollments SET state = 'stopped', stop_reason = 'delivery_failed', next_due_at = NULL, updated_at = ?1 \
+                         WHERE id = ?2 AND state = 'waiting'",
+                        params![now, enrollment],
+                    )?;
+                }
+                SendOutcome::Retry { .. } | SendOutcome::Unknown { .. } => {}
+            }
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn cancel_claimed(&self, id: DeliveryId, token: i64, reason: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+        let reason = reason.to_owned();
+        self.run(move |c| {
+            let now = ms(now);
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let enrollment: Option<i64> = tx
+                .query_row(
+                    "UPDATE deliveries SET state = 'cancelled', last_error = ?1, lease_until = NULL, updated_at = ?2 \
+                     WHERE id = ?3 AND fencing_token = ?4 AND state = 'claimed' RETURNING enrollment_id",
+                    params![reason, now, id.0, token],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(enrollment) = enrollment {
+                tx.execute(
+                    "UPDATE enrollments SET state = 'stopped', stop_reason = ?1, next_due_at = NULL, updated_at = ?2 \
+                     WHERE id = ?3 AND state = 'waiting'",
+                    params![reason, now, enrollment],
+                )?;
+            }
+            tx.commit()?;
+            Ok(enrollment.is_some())
+        })
+        .await
+    }
+
+    async fn recover_expired_leases(&self, now: DateTime<Utc>) -> StoreResult<Recovered> {
+        self.run(move |c| {
+            let now = ms(now);
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let requeued = tx.execute(
+                "UPDATE deliveries SET state = 'planned', lease_until = NULL, claimed_by = NULL, updated_at = ?1 \
+                 WHERE state = 'claimed' AND lease_until <= ?1",
+                [now],
+            )? as u64;
+            let unknown = tx.execute(
+                "UPDATE deliveries SET state = 'unknown', last_error = 'lease expired while sending: the provider may have accepted it', \
+                 lease_until = NULL, updated_at = ?1 WHERE state = 'sending' AND lease_until <= ?1",
+                [now],
+            )? as u64;
+            tx.commit()?;
+            Ok(Recovered { requeued, unknown })
+        })
+        .await
+    }
+
+    async fn deliveries(&self, filter: &DeliveryFilter) -> StoreResult<Vec<DeliveryRecord>> {
+        let filter = filter.clone();
+        self.run(move |c| {
+            let mut sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE 1 = 1");
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            if let Some(state) = filter.state {
+                sql.push_str(" AND state = ?");
+                args.push(state.as_str().to_owned().into());
+            }
+            if let Some(channel) = filter.channel {
+                sql.push_str(" AND channel = ?");
+                args.push(channel.as_str().to_owned().into());
+            }
+            if let Some(lead) = filter.lead {
+                sql.push_str(" AND lead_id = ?");
+                args.push(lead.0.into());
+            }
+            if let Some(campaign) = filter.campaign {
+                sql.push_str(" AND campaign_id = ?");
+                args.push(campaign.0.into());
+            }
+            sql.push_str(" ORDER BY id DESC");
+            if let Some(limit) = filter.limit {
+                sql.push_str(&format!(" LIMIT {limit}"));
+            }
+            let mut stmt = c.prepare(&sql)?;
+            let rows = stmt
+                .query_map(params_from_iter(args.iter()), delivery_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter().map(finish_delivery).collect()
+        })
+        .await
+    }
+
+    async fn next_due_at(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        self.run(|c| {
+            let v: Option<i64> = c.query_row(
+                "SELECT MIN(t) FROM ( \
+                   SELECT MIN(next_due_at) AS t FROM enrollments WHERE state = 'active' \
+                   UNION ALL SELECT MIN(send_at) FROM deliveries WHERE state = 'planned' \
+                   UNION ALL SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'retry_wait' \
+                   UNION ALL SELECT MIN(lease_until) FROM deliveries WHERE state IN ('claimed', 'sending'))",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(from_ms_opt(v))
+        })
+        .await
+    }
+
+    async fn record_event(&self, event: &NewEvent) -> StoreResult<EventEffects> {
+        let event = event.clone();
+        self.run(move |c| {
+            let now = ms(event.occurred_at);
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO events (lead_id, delivery_id, kind, occurred_at, detail, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    event.lead_id.0,
+                    event.delivery_id.map(|d| d.0),
+                    event.kind.as_str(),
+                    now,
+                    event.detail,
+                    event.source
+                ],
+            )?;
+            let effects = event_effects(&tx, &event, now)?;
+            tx.commit()?;
+            Ok(effects)
+        })
+        .await
+    }
+
+    async fn add_suppression(&self, key: &SuppressionKey, reason: &str, source: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+        let (key, reason, source) = (key.clone(), reason.to_owned(), source.to_owned());
+        self.run(move |c| {
+            let n = c.execute(
+                "INSERT INTO suppressions (kind, value, reason, source, created_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (kind, value) DO NOTHING",
+                params![key.kind(), key.value(), reason, source, ms(now)],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn events_for_lead(&self, lead: LeadId) -> StoreResult<Vec<EventRecord>> {
+        self.run(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT id, lead_id, delivery_id, kind, occurred_at, detail, source FROM events WHERE lead_id = ?1 ORDER BY occurred_at, id",
+            )?;
+            let rows = stmt
+                .query_map([lead.0], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, String>(6)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter()
+                .map(|(id, lead, delivery, kind, at, detail, source)| {
+                    Ok(EventRecord {
+                        id,
+                        event: NewEvent {
+                            lead_id: LeadId(lead),
+                            delivery_id: delivery.map(DeliveryId),
+                            kind: kind.parse().map_err(|e| corrupt_in("events", "kind", e))?,
+                            occurred_at: from_ms(at),
+                            detail,
+                            source,
+                        },
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn step_summary(&self) -> StoreResult<Vec<SummaryRow>> {
+        self.run(|c| {
+            let mut stmt = c.prepare(
+                "SELECT c.slug, d.step_index, d.channel, 'delivery:' || d.state, COUNT(*) \
+                   FROM deliveries d JOIN campaigns c ON c.id = d.campaign_id GROUP BY 1, 2, 3, 4 \
+                 UNION ALL \
+                 SELECT c.slug, t.step_index, COALESCE(t.channel, '-'), t.outcome || ':' || COALESCE(t.code, ''), COUNT(*) \
+                   FROM traces t JOIN campaigns c ON c.id = t.campaign_id WHERE t.outcome IN ('skipped', 'stopped') GROUP BY 1, 2, 3, 4 \
+                 UNION ALL \
+                 SELECT c.slug, d.step_index, d.channel, 'event:' || e.kind, COUNT(*) \
+                   FROM events e JOIN deliveries d ON d.id = e.delivery_id JOIN campaigns c ON c.id = d.campaign_id GROUP BY 1, 2, 3, 4 \
+                 ORDER BY 1, 2, 3, 4",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(SummaryRow {
+                        campaign: r.get(0)?,
+                        step_index: r.get::<_, i64>(1)? as usize,
+                        channel: r.get(2)?,
+                        metric: r.get(3)?,
+                        count: r.get::<_, i64>(4)? as u64,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn pending_writebacks(&self, source_prefix: &str, limit: usize) -> StoreResult<Vec<Writeback>> {
+        let prefix = source_prefix.to_owned();
+        self.run(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT d.id, l.source_ref, l.source, d.sent_at FROM deliveries d JOIN leads l ON l.id = d.lead_id \
+                 WHERE d.state = 'sent' AND d.written_back_at IS NULL AND l.source_ref IS NOT NULL \
+                 AND substr(l.source, 1, length(?1)) = ?1 ORDER BY d.id LIMIT ?2",
+            )?;
+            let rows = stmt
+                .query_map(params![prefix, limit as i64], |r| {
+                    Ok(Writeback {
+                        delivery_id: DeliveryId(r.get(0)?),
+                        source_ref: r.get(1)?,
+                        source: r.get(2)?,
+                        sent_at: from_ms(r.get(3)?),
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn mark_written_back(&self, ids: &[DeliveryId], now: DateTime<Utc>) -> StoreResult<()> {
+        let ids = ids.to_vec();
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut stmt = tx.prepare_cached("UPDATE deliveries SET written_back_at = ?1 WHERE id = ?2")?;
+                for id in &ids {
+                    stmt.execute(params![ms(now), id.0])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+}
