@@ -12,6 +12,7 @@ pub mod event;
 pub mod frequency;
 pub mod ids;
 pub mod lead;
+pub mod links;
 pub mod sms;
 pub mod timing;
 pub mod trace;
