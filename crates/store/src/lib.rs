@@ -60,7 +60,7 @@ pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
         let path = path.strip_prefix("//").unwrap_or(path);
         Ok(Arc::new(sqlite::SqliteStore::open(path).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let _ = postgres::PgStore::connect(url).await?; unreachable!()
+        Ok(Arc::new(postgres::PgStore::connect(url).await?))
     } else {
         Err(StoreError::Open {
             url: url.to_owned(),
@@ -133,6 +133,9 @@ pub trait Store: Send + Sync {
     async fn record_outcome(&self, id: DeliveryId, token: i64, outcome: &SendOutcome, next: &FollowUp, now: DateTime<Utc>) -> StoreResult<bool>;
     /// Cancels a claimed delivery before sending (the dispatcher's re-check failed).
     async fn cancel_claimed(&self, id: DeliveryId, token: i64, reason: &str, now: DateTime<Utc>) -> StoreResult<bool>;
+    /// Puts a claimed delivery back in the queue, due at `send_at` (e.g. the dispatcher found
+    /// it is outside the recipient's quiet hours); false when the token is stale.
+    async fn release_claim(&self, id: DeliveryId, token: i64, send_at: DateTime<Utc>, reason: &str, now: DateTime<Utc>) -> StoreResult<bool>;
     /// Expired `claimed` rows go back to `planned`; expired `sending` rows become `unknown`.
     async fn recover_expired_leases(&self, now: DateTime<Utc>) -> StoreResult<Recovered>;
     /// Deliveries matching a filter, newest first.

@@ -832,6 +832,19 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn release_claim(&self, id: DeliveryId, token: i64, send_at: DateTime<Utc>, reason: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+        let reason = reason.to_owned();
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE deliveries SET state = 'planned', send_at = ?1, last_error = ?2, lease_until = NULL, claimed_by = NULL, updated_at = ?3 \
+                 WHERE id = ?4 AND fencing_token = ?5 AND state = 'claimed'",
+                params![ms(send_at), reason, ms(now), id.0, token],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
     async fn recover_expired_leases(&self, now: DateTime<Utc>) -> StoreResult<Recovered> {
         self.run(move |c| {
             let now = ms(now);

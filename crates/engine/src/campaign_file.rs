@@ -1,0 +1,178 @@
+//! Campaign definition files (TOML) and their translation into domain campaigns.
+
+use chrono::{Duration, NaiveTime};
+use engager_domain::campaign::{Campaign, CampaignError, Channel, Step, StepTemplate};
+use engager_domain::timing::SendWindow;
+use engager_domain::CampaignId;
+use serde::Deserialize;
+
+/// Why a campaign file was rejected; the message names the file and the key or step.
+#[derive(Debug, thiserror::Error)]
+pub enum CampaignFileError {
+    /// The TOML does not parse or has an unknown or mistyped key.
+    #[error("{origin}: {message}")]
+    Toml {
+        /// The file.
+        origin: String,
+        /// The parser's message, with line and column and the key concerned.
+        message: String,
+    },
+    /// A value is invalid.
+    #[error("{origin}: {key}: {reason}")]
+    Invalid {
+        /// The file.
+        origin: String,
+        /// The key, e.g. `window.start` or `steps[2].channels`.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// The campaign as a whole is invalid.
+    #[error("{origin}: {source}")]
+    Campaign {
+        /// The file.
+        origin: String,
+        /// The domain's reason.
+        source: CampaignError,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CampaignSpec {
+    slug: String,
+    name: String,
+    #[serde(default)]
+    window: Option<WindowSpec>,
+    steps: Vec<StepSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowSpec {
+    days: Vec<String>,
+    start: String,
+    end: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepSpec {
+    name: String,
+    channels: Vec<String>,
+    #[serde(default)]
+    delay_days: u32,
+    #[serde(default)]
+    delay_hours: u32,
+    #[serde(default)]
+    subject: Option<String>,
+    body: String,
+    #[serde(default)]
+    html: Option<String>,
+}
+
+fn parse_time(origin: &str, key: &str, value: &str) -> Result<NaiveTime, CampaignFileError> {
+    NaiveTime::parse_from_str(value.trim(), "%H:%M").map_err(|_| CampaignFileError::Invalid {
+        origin: origin.to_owned(),
+        key: key.to_owned(),
+        reason: format!("expected a time like 09:00, got {value:?}"),
+    })
+}
+
+/// Parses a campaign file. `origin` names the file in error messages.
+pub fn parse_campaign(source: &str, origin: &str, id: CampaignId) -> Result<Campaign, CampaignFileError> {
+    let spec: CampaignSpec = toml::from_str(source).map_err(|e| CampaignFileError::Toml {
+        origin: origin.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })?;
+    let window = match &spec.window {
+        None => SendWindow::business_hours(),
+        Some(w) => {
+            let start = parse_time(origin, "window.start", &w.start)?;
+            let end = parse_time(origin, "window.end", &w.end)?;
+            let days: Vec<&str> = w.days.iter().map(String::as_str).collect();
+            SendWindow::new(&days, start, end).map_err(|e| CampaignFileError::Invalid {
+                origin: origin.to_owned(),
+                key: "window".into(),
+                reason: e.to_string(),
+            })?
+        }
+    };
+    let mut steps = Vec::with_capacity(spec.steps.len());
+    for (index, s) in spec.steps.into_iter().enumerate() {
+        let channels = s
+            .channels
+            .iter()
+            .map(|c| c.parse::<Channel>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| CampaignFileError::Invalid {
+                origin: origin.to_owned(),
+                key: format!("steps[{}].channels", index + 1),
+                reason: e.to_string(),
+            })?;
+        steps.push(Step {
+            index,
+            name: s.name,
+            channels,
+            delay: Duration::days(i64::from(s.delay_days)) + Duration::hours(i64::from(s.delay_hours)),
+            template: StepTemplate {
+                subject: s.subject,
+                body: s.body,
+                html: s.html,
+            },
+        });
+    }
+    Campaign::new(id, spec.slug, spec.name, steps, window).map_err(|source| CampaignFileError::Campaign {
+        origin: origin.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+slug = "intro"
+name = "Intro"
+[window]
+days = ["mon", "tue"]
+start = "09:00"
+end = "12:00"
+[[steps]]
+name = "first"
+channels = ["email"]
+subject = "Hi {{ lead.first_name }}"
+body = "Hello"
+[[steps]]
+name = "nudge"
+channels = ["linkedin", "sms"]
+delay_days = 3
+body = "Hi again"
+"#;
+
+    #[test]
+    fn parses_a_campaign() {
+        let c = parse_campaign(GOOD, "intro.toml", CampaignId(1)).unwrap();
+        assert_eq!(c.steps.len(), 2);
+        assert_eq!(c.steps[1].channels, vec![Channel::Linkedin, Channel::Sms]);
+        assert_eq!(c.steps[1].delay, Duration::days(3));
+        assert_eq!(c.window.describe(), "mon,tue 09:00-12:00");
+    }
+
+    #[test]
+    fn errors_name_the_file_and_key() {
+        let unknown = GOOD.replace("delay_days = 3", "delay_dayz = 3");
+        let e = parse_campaign(&unknown, "intro.toml", CampaignId(1)).unwrap_err().to_string();
+        assert!(e.starts_with("intro.toml:") && e.contains("delay_dayz"), "{e}");
+        let bad_channel = GOOD.replace("\"sms\"", "\"fax\"");
+        let e = parse_campaign(&bad_channel, "intro.toml", CampaignId(1)).unwrap_err().to_string();
+        assert!(e.contains("steps[2].channels") && e.contains("fax"), "{e}");
+        let bad_time = GOOD.replace("12:00", "noon");
+        let e = parse_campaign(&bad_time, "intro.toml", CampaignId(1)).unwrap_err().to_string();
+        assert!(e.contains("window.end"), "{e}");
+        let no_subject = GOOD.replace("subject = \"Hi {{ lead.first_name }}\"\n", "");
+        let e = parse_campaign(&no_subject, "intro.toml", CampaignId(1)).unwrap_err().to_string();
+        assert!(e.contains("step 1 (first): an email step needs a subject"), "{e}");
+    }
+}

@@ -1,0 +1,483 @@
+//! The planner: for every due enrollment, runs the decision pipeline — compliance,
+//! frequency, channel, personalization, content checks, timing — and records the outcome
+//! with its trace in one transaction per batch.
+//!
+//! Invariant: every evaluation writes a trace, and a delivery is only planned when every
+//! gate passed; rendered text that failed a check is never stored for sending.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, Duration, NaiveTime, Utc};
+use engager_ai::{lead_context, SenderFacts};
+use engager_domain::links::lead_token;
+use engager_domain::sms::{has_stop_wording, sms_segments};
+use engager_domain::timing::{next_send_slot, SendWindow};
+use engager_domain::{
+    stable_hash, unit_fraction, Campaign, Channel, Gate, GateResult, Lead, LeadId, LeadStatus, Step,
+};
+use engager_store::{
+    DueEnrollment, Evaluation, GateRow, NewDelivery, PlanDecision, Store, StoreError, SuppressionKey,
+    SuppressionRecord, TraceRecord,
+};
+
+use crate::{Catalog, EngineConfig};
+
+/// LinkedIn's limit for a connection-request note.
+pub const LINKEDIN_NOTE_LIMIT: usize = 300;
+
+/// What one planner pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanReport {
+    /// Enrollments evaluated.
+    pub evaluated: usize,
+    /// Deliveries planned.
+    pub planned: usize,
+    /// Evaluations deferred (frequency budget).
+    pub deferred: usize,
+    /// Steps skipped.
+    pub skipped: usize,
+    /// Sequences stopped.
+    pub stopped: usize,
+    /// Counts by outcome and reason code (`skipped:no_channel`, ...).
+    pub by_code: BTreeMap<String, usize>,
+    /// The deliveries planned (or that would be, in a dry run).
+    pub plans: Vec<PlannedPreview>,
+}
+
+/// One planned delivery, for display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedPreview {
+    /// The lead.
+    pub lead_id: LeadId,
+    /// Campaign slug.
+    pub campaign: String,
+    /// Step (1-based for display).
+    pub step: usize,
+    /// Channel.
+    pub channel: Channel,
+    /// Due time.
+    pub send_at: DateTime<Utc>,
+    /// Recipient.
+    pub to: String,
+    /// Subject or first line.
+    pub summary: String,
+}
+
+/// The planner, bound to a store, the loaded campaigns and the configuration.
+pub struct Planner<'a> {
+    store: &'a dyn Store,
+    catalog: &'a Catalog,
+    config: &'a EngineConfig,
+}
+
+impl<'a> Planner<'a> {
+    /// A planner.
+    pub fn new(store: &'a dyn Store, catalog: &'a Catalog, config: &'a EngineConfig) -> Self {
+        Self { store, catalog, config }
+    }
+
+    /// Evaluates every enrollment due at `now` (at most `limit`), recording the outcomes
+    /// unless `dry_run`.
+    pub async fn plan_due(&self, now: DateTime<Utc>, limit: Option<usize>, dry_run: bool) -> Result<PlanReport, StoreError> {
+        let mut report = PlanReport::default();
+        let mut after = None;
+        // Touches planned during this pass, so two campaigns of one lead see each other.
+        let mut fresh_touches: HashMap<LeadId, Vec<DateTime<Utc>>> = HashMap::new();
+        loop {
+            let remaining = limit.map(|l| l.saturating_sub(report.evaluated));
+            if remaining == Some(0) {
+                break;
+            }
+            let page = remaining.map_or(self.config.batch_size, |r| r.min(self.config.batch_size));
+            let due = self.store.due_enrollments(now, after, page).await?;
+            if due.is_empty() {
+                break;
+            }
+            after = due.last().map(|d| d.enrollment.id);
+            let lead_ids: Vec<LeadId> = due.iter().map(|d| d.lead.id).collect::<HashSet<_>>().into_iter().collect();
+            let mut touches = self.store.touches(&lead_ids, now - Duration::days(7)).await?;
+            let keys: Vec<SuppressionKey> = due.iter().flat_map(|d| suppression_keys(&d.lead)).collect();
+            let suppressed = self.store.suppressed(&keys).await?;
+            let mut evaluations = Vec::with_capacity(due.len());
+            for d in &due {
+                let Some(campaign) = self.catalog.get(d.enrollment.campaign_id) else {
+                    continue;
+                };
+                let lead_touches = touches.entry(d.lead.id).or_default();
+                if let Some(extra) = fresh_touches.get(&d.lead.id) {
+                    lead_touches.extend(extra.iter().copied());
+                }
+                let evaluation = self.evaluate(d, campaign, lead_touches, &suppressed, now);
+                if let PlanDecision::Plan(delivery) = &evaluation.decision {
+                    fresh_touches.entry(d.lead.id).or_default().push(delivery.send_at);
+                    report.plans.push(PlannedPreview {
+                        lead_id: d.lead.id,
+                        campaign: campaign.slug.clone(),
+                        step: evaluation.trace.step_index + 1,
+                        channel: delivery.channel,
+                        send_at: delivery.send_at,
+                        to: delivery.to_address.clone(),
+                        summary: delivery
+                            .subject
+                            .clone()
+                            .unwrap_or_else(|| delivery.body_text.lines().next().unwrap_or("").to_owned()),
+                    });
+                }
+                tally(&mut report, &evaluation);
+                evaluations.push(evaluation);
+            }
+            if !dry_run {
+                self.store.record_evaluations(&evaluations, now).await?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Runs the pipeline for one due enrollment. Pure apart from reading its arguments.
+    pub fn evaluate(
+        &self,
+        due: &DueEnrollment,
+        campaign: &Campaign,
+        touches: &[DateTime<Utc>],
+        suppressed: &[SuppressionRecord],
+        now: DateTime<Utc>,
+    ) -> Evaluation {
+        let lead = &due.lead;
+        let step_index = due.enrollment.current_step;
+        let mut gates: Vec<GateResult> = Vec::new();
+        let finish = |gates: Vec<GateResult>, decision: PlanDecision, outcome: &str, code: Option<&str>, channel: Option<Channel>, at: Option<DateTime<Utc>>| Evaluation {
+            trace: TraceRecord {
+                enrollment_id: due.enrollment.id,
+                campaign_id: campaign.id,
+                lead_id: lead.id,
+                step_index,
+                evaluated_at: now,
+                outcome: outcome.to_owned(),
+                code: code.map(str::to_owned),
+                channel,
+                at,
+                gates: gates
+                    .into_iter()
+                    .map(|g| GateRow { gate: g.gate.as_str().to_owned(), passed: g.passed, reason: g.reason })
+                    .collect(),
+            },
+            decision,
+        };
+        let Some(step) = campaign.step(step_index) else {
+            gates.push(GateResult::fail(Gate::Channel, format!("the campaign has no step {}", step_index + 1)));
+            return finish(gates, PlanDecision::Stop { reason: "no_such_step".into() }, "stopped", Some("no_such_step"), None, None);
+        };
+
+        // 1. Compliance: lead status and suppression list.
+        let hits: Vec<&SuppressionRecord> = suppressed.iter().filter(|s| suppression_keys(lead).contains(&s.key)).collect();
+        if lead.status != LeadStatus::Active {
+            gates.push(GateResult::fail(Gate::Compliance, format!("the lead is {}", lead.status)));
+            let code = lead.status.as_str();
+            return finish(gates, PlanDecision::Stop { reason: code.into() }, "stopped", Some(code), None, None);
+        }
+        let blocked = |channel: Channel| -> Option<String> {
+            hits.iter()
+                .find(|h| match (&h.key, channel) {
+                    (SuppressionKey::Email(_) | SuppressionKey::Domain(_), Channel::Email) => true,
+                    (SuppressionKey::Phone(_), Channel::Sms) => true,
+                    _ => false,
+                })
+                .map(|h| format!("{} {} is suppressed ({}, {})", h.key.kind(), h.key.value(), h.reason, h.source))
+        };
+        let reachable_unsuppressed = Channel::ALL
+            .iter()
+            .any(|c| lead.reachable_on(*c) && blocked(*c).is_none());
+        if !reachable_unsuppressed {
+            let why = hits.iter().map(|h| format!("{} {} ({})", h.key.kind(), h.key.value(), h.reason)).collect::<Vec<_>>().join("; ");
+            gates.push(GateResult::fail(Gate::Compliance, format!("every contact point is suppressed: {why}")));
+            return finish(gates, PlanDecision::Stop { reason: "suppressed".into() }, "stopped", Some("suppressed"), None, None);
+        }
+        gates.push(GateResult::pass(
+            Gate::Compliance,
+            if hits.is_empty() {
+                "lead active; no contact point on the suppression list".to_owned()
+            } else {
+                format!("lead active; {} suppressed contact point(s) will not be used", hits.len())
+            },
+        ));
+
+        // 2. Frequency: one budget across all campaigns and channels.
+        match self.config.frequency.earliest_touch(touches, now) {
+            Ok(()) => gates.push(GateResult::pass(
+                Gate::Frequency,
+                format!(
+                    "{} touch(es) in the last 7 days (cap {}), minimum gap {}h respected",
+                    touches.iter().filter(|t| **t > now - Duration::days(7)).count(),
+                    self.config.frequency.max_per_week,
+                    self.config.frequency.min_gap.num_hours()
+                ),
+            )),
+            Err(hold) => {
+                gates.push(GateResult::fail(Gate::Frequency, format!("{}; next try at {}", hold.reason, hold.until.format("%Y-%m-%d %H:%M UTC"))));
+                return finish(gates, PlanDecision::Defer { until: hold.until }, "deferred", Some("frequency"), None, Some(hold.until));
+            }
+        }
+
+        // 3. Channel: the step's first preference the lead can be reached on.
+        let next_due = campaign.step(step_index + 1).map(|next| now + next.delay);
+        let mut refused = Vec::new();
+        let mut chosen = None;
+        for channel in &step.channels {
+            let why_not = if !self.config.enabled_channels.contains(channel) {
+                Some("channel not enabled".to_owned())
+            } else if !lead.reachable_on(*channel) {
+                Some("no contact point".to_owned())
+            } else {
+                blocked(*channel)
+            };
+            match why_not {
+                None => {
+                    chosen = Some(*channel);
+                    break;
+                }
+                Some(reason) => refused.push(format!("{channel}: {reason}")),
+            }
+        }
+        let Some(channel) = chosen else {
+            gates.push(GateResult::fail(Gate::Channel, format!("no usable channel: {}", refused.join("; "))));
+            return finish(gates, PlanDecision::Skip { next_due }, "skipped", Some("no_channel"), None, None);
+        };
+        gates.push(GateResult::pass(
+            Gate::Channel,
+            if refused.is_empty() { format!("{channel} (first preference)") } else { format!("{channel} (fallback after {})", refused.join("; ")) },
+        ));
+
+        // 4. Personalization.
+        let (zone, zone_source) = lead.time_zone(self.config.default_time_zone);
+        let sender = SenderFacts { name: self.config.sender.name.clone(), company: self.config.sender_company.clone() };
+        // The slot is computed before rendering so that time-of-day wording (the greeting)
+        // matches the moment the lead receives the message; it is recorded as the last gate.
+        let window = self.window_for(campaign, channel);
+        let jitter = unit_fraction(stable_hash(&[&lead.id.0.to_le_bytes(), &campaign.id.0.to_le_bytes(), &(step_index as u64).to_le_bytes()]));
+        let send_at = next_send_slot(&window, zone, now, jitter, self.config.max_jitter);
+        let context = lead_context(lead, zone, send_at, &sender, step_index);
+        let rendered = match self.catalog.templates().render(&campaign.slug, step_index, &step.template, &context) {
+            Ok(r) => r,
+            Err(e) => {
+                gates.push(GateResult::fail(Gate::Personalization, e.to_string()));
+                return finish(gates, PlanDecision::Skip { next_due }, "skipped", Some("render_error"), Some(channel), None);
+            }
+        };
+        gates.push(GateResult::pass(Gate::Personalization, "template rendered with every variable resolved"));
+
+        // 5. Content: footer, opt-out wording, length, no deceptive subject.
+        let content = self.compose(lead, step, channel, rendered);
+        if let Err(problems) = content_checks(&content, channel, &self.config.sender.postal_address, &self.unsubscribe_url(lead.id), self.config.max_sms_segments) {
+            gates.push(GateResult::fail(Gate::Content, problems.join("; ")));
+            return finish(gates, PlanDecision::Skip { next_due }, "skipped", Some("content_check"), Some(channel), None);
+        }
+        gates.push(GateResult::pass(Gate::Content, content_summary(&content, channel)));
+
+        // 6. Timing: the send window in the lead's own zone.
+        gates.push(GateResult::pass(
+            Gate::Timing,
+            format!(
+                "zone {} ({}); window {}; slot {} local",
+                zone.name(),
+                zone_source.as_str(),
+                window.describe(),
+                send_at.with_timezone(&zone.tz()).format("%a %Y-%m-%d %H:%M")
+            ),
+        ));
+        let to_address = match channel {
+            Channel::Email => lead.profile.email.as_ref().map(|e| e.to_string()),
+            Channel::Sms => lead.profile.phone.as_ref().map(|p| p.to_string()),
+            Channel::Linkedin => lead.profile.linkedin.as_ref().map(|l| l.to_string()),
+        }
+        .unwrap_or_default();
+        let delivery = NewDelivery { channel, send_at, to_address, subject: content.subject, body_text: content.body_text, body_html: content.body_html };
+        finish(gates, PlanDecision::Plan(delivery), "planned", None, Some(channel), Some(send_at))
+    }
+
+    /// The window a channel may send in: the campaign's, narrowed to SMS quiet hours for SMS.
+    pub fn window_for(&self, campaign: &Campaign, channel: Channel) -> SendWindow {
+        if channel != Channel::Sms {
+            return campaign.window;
+        }
+        sms_window(campaign.window, self.config.sms_quiet_start_hour, self.config.sms_quiet_end_hour)
+    }
+
+    /// The one-click unsubscribe URL of a lead.
+    pub fn unsubscribe_url(&self, lead: LeadId) -> String {
+        unsubscribe_url(self.config, lead)
+    }
+
+    fn compose(&self, lead: &Lead, _step: &Step, channel: Channel, rendered: engager_ai::Rendered) -> Content {
+        let cfg = self.config;
+        match channel {
+            Channel::Email => {
+                let url = self.unsubscribe_url(lead.id);
+                let footer = format!(
+                    "\n\n--\n{}, {}\n{}\nNot interested? Unsubscribe with one click: {}\n",
+                    cfg.sender.name, cfg.sender_company, cfg.sender.postal_address, url
+                );
+                let body_text = format!("{}{}", rendered.body_text.trim_end(), footer);
+                let body_html = rendered.body_html.map(|html| {
+                    format!(
+                        "{}\n<hr>\n<p style=\"font-size:12px;color:#666\">{} · {}<br>{}<br><a href=\"{}\">Unsubscribe</a></p>\n",
+                        html.trim_end(),
+                        escape(&cfg.sender.name),
+                        escape(&cfg.sender_company),
+                        escape(&cfg.sender.postal_address),
+                        url
+                    )
+                });
+                Content { subject: rendered.subject, body_text, body_html }
+            }
+            Channel::Sms => {
+                let mut body = rendered.body_text.trim().to_owned();
+                if !body.contains(&cfg.sender_company) {
+                    body = format!("{}: {}", cfg.sender_company, body);
+                }
+                if !has_stop_wording(&body) {
+                    body.push_str("\nReply STOP to opt out.");
+                }
+                Content { subject: None, body_text: body, body_html: None }
+            }
+            Channel::Linkedin => Content { subject: None, body_text: rendered.body_text.trim().to_owned(), body_html: None },
+        }
+    }
+}
+
+/// The one-click unsubscribe URL of a lead: an opaque signed token, no personal data.
+pub fn unsubscribe_url(config: &EngineConfig, lead: LeadId) -> String {
+    format!(
+        "{}/u/{}",
+        config.public_base_url.trim_end_matches('/'),
+        lead_token(&config.link_secret, "unsubscribe", lead)
+    )
+}
+
+/// Narrows a window to the SMS quiet-hours window (never earlier than `start_hour`, never at
+/// or after `end_hour`). When they do not overlap, the quiet-hours window on the same days wins.
+pub fn sms_window(window: SendWindow, start_hour: u32, end_hour: u32) -> SendWindow {
+    let quiet_start = NaiveTime::from_hms_opt(start_hour, 0, 0).unwrap_or(NaiveTime::MIN);
+    let quiet_end = NaiveTime::from_hms_opt(end_hour.min(23), if end_hour >= 24 { 59 } else { 0 }, 0).unwrap_or(NaiveTime::MIN);
+    let start = window.start().max(quiet_start);
+    let end = window.end().min(quiet_end);
+    let days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    let base = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap_or_default(); // a Monday
+    let allowed: Vec<&str> = (0..7)
+        .filter(|i| window.allows_day(base + Duration::days(*i)))
+        .map(|i| days[i as usize])
+        .collect();
+    SendWindow::new(&allowed, start, end)
+        .or_else(|_| SendWindow::new(&allowed, quiet_start, quiet_end))
+        .unwrap_or(window)
+}
+
+/// A message after the content stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Content {
+    /// Subject.
+    pub subject: Option<String>,
+    /// Text body, footer included.
+    pub body_text: String,
+    /// HTML body, footer included.
+    pub body_html: Option<String>,
+}
+
+/// Checks a composed message; the problems found, if any.
+pub fn content_checks(content: &Content, channel: Channel, postal_address: &str, unsubscribe_url: &str, max_sms_segments: usize) -> Result<(), Vec<String>> {
+    let mut problems = Vec::new();
+    let texts = [Some(content.body_text.as_str()), content.subject.as_deref(), content.body_html.as_deref()];
+    if texts.iter().flatten().any(|t| t.contains("{{") || t.contains("{%")) {
+        problems.push("unresolved template markup".to_owned());
+    }
+    if content.body_text.trim().is_empty() {
+        problems.push("empty body".to_owned());
+    }
+    match channel {
+        Channel::Email => {
+            match content.subject.as_deref().map(str::trim) {
+                None | Some("") => problems.push("empty subject".to_owned()),
+                Some(s) => {
+                    let lower = s.to_ascii_lowercase();
+                    if ["re:", "fwd:", "fw:"].iter().any(|p| lower.starts_with(p)) {
+                        problems.push(format!("deceptive subject {s:?}: a first message must not pose as a reply or forward"));
+                    }
+                }
+            }
+            if postal_address.trim().is_empty() || !content.body_text.contains(postal_address) {
+                problems.push("footer lacks the sender's postal address".to_owned());
+            }
+            if !content.body_text.contains(unsubscribe_url) {
+                problems.push("footer lacks the unsubscribe link".to_owned());
+            }
+            if let Some(html) = &content.body_html {
+                if !html.contains(unsubscribe_url) {
+                    problems.push("HTML footer lacks the unsubscribe link".to_owned());
+                }
+            }
+        }
+        Channel::Sms => {
+            let seg = sms_segments(&content.body_text);
+            if seg.segments > max_sms_segments {
+                problems.push(format!("{} SMS segments, more than the {max_sms_segments} allowed", seg.segments));
+            }
+            if !has_stop_wording(&content.body_text) {
+                problems.push("no STOP opt-out wording".to_owned());
+            }
+        }
+        Channel::Linkedin => {
+            let n = content.body_text.chars().count();
+            if n > LINKEDIN_NOTE_LIMIT {
+                problems.push(format!("{n} characters, more than LinkedIn's {LINKEDIN_NOTE_LIMIT} for a connection note"));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+fn content_summary(content: &Content, channel: Channel) -> String {
+    match channel {
+        Channel::Email => "subject set; footer with postal address and one-click unsubscribe link; RFC 8058 headers added at send".to_owned(),
+        Channel::Sms => {
+            let seg = sms_segments(&content.body_text);
+            format!("{} segment(s) ({:?}); sender named; STOP wording present", seg.segments, seg.encoding)
+        }
+        Channel::Linkedin => format!("{} characters, within the connection-note limit", content.body_text.chars().count()),
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// The suppression-list keys that concern a lead.
+pub fn suppression_keys(lead: &Lead) -> Vec<SuppressionKey> {
+    let mut keys = Vec::with_capacity(3);
+    if let Some(email) = &lead.profile.email {
+        keys.push(SuppressionKey::Email(email.as_str().to_owned()));
+        keys.push(SuppressionKey::Domain(email.domain().to_owned()));
+    }
+    if let Some(phone) = &lead.profile.phone {
+        keys.push(SuppressionKey::Phone(phone.as_str().to_owned()));
+    }
+    keys
+}
+
+fn tally(report: &mut PlanReport, evaluation: &Evaluation) {
+    report.evaluated += 1;
+    let trace = &evaluation.trace;
+    match evaluation.decision {
+        PlanDecision::Plan(_) => report.planned += 1,
+        PlanDecision::Defer { .. } => report.deferred += 1,
+        PlanDecision::Skip { .. } => report.skipped += 1,
+        PlanDecision::Stop { .. } => report.stopped += 1,
+    }
+    let key = match &trace.code {
+        Some(code) => format!("{}:{}", trace.outcome, code),
+        None => trace.outcome.clone(),
+    };
+    *report.by_code.entry(key).or_default() += 1;
+}
