@@ -1,6 +1,8 @@
 //! Dev-only helpers shared by Engager's tests: database URLs for the PostgreSQL half of the
 //! conformance story, and faithful fakes of provider APIs.
 
+pub mod airtable;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The PostgreSQL URL for tests, from `ENGAGER_TEST_DATABASE_URL`.
@@ -27,7 +29,13 @@ pub fn unique_schema(test: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let clean: String = test
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .take(30)
         .collect();
     format!("t_{}_{}_{}", clean, std::process::id(), n)
