@@ -262,6 +262,143 @@ async fn concurrent_claimers_never_share_a_row(a: Arc<dyn Store>, b: Arc<dyn Sto
     assert_eq!(all.len(), 120, "no row claimed twice");
 }
 
+async fn every_planner_decision_moves_the_enrollment(store: Arc<dyn Store>) {
+    let leads: Vec<NewLead> = (0..5).map(|i| lead(&format!("d{i}@example.com"), "US")).collect();
+    let ids: Vec<LeadId> = store.upsert_leads(&leads, t0()).await.unwrap().into_iter().map(UpsertOutcome::id).collect();
+    let campaign = store.save_campaign("intro", "Intro", "[campaign]", t0()).await.unwrap();
+    store.enroll(campaign, &ids, t0()).await.unwrap();
+    let due = store.due_enrollments(t0(), None, 10).await.unwrap();
+    assert_eq!(due.iter().map(|d| d.lead.id).collect::<Vec<_>>(), ids, "enrollments follow the order of the leads");
+    let later = t0() + Duration::hours(2);
+    let next = t0() + Duration::days(2);
+    let decide = |d: &DueEnrollment, outcome: &str, code: Option<&str>, decision: PlanDecision| {
+        let mut trace = trace(d, outcome, t0());
+        trace.code = code.map(str::to_owned);
+        Evaluation { trace, decision }
+    };
+    // The same enrollment twice in one batch: a skip then the plan of the next step. Its
+    // decisions apply in order, so the plan finds the enrollment at step 1.
+    let mut plan_step_1 = plan(&due[4], t0());
+    plan_step_1.trace.step_index = 1;
+    let evals = vec![
+        decide(&due[0], "deferred", Some("quiet_hours"), PlanDecision::Defer { until: later }),
+        decide(&due[1], "skipped", Some("no_phone"), PlanDecision::Skip { next_due: Some(next) }),
+        decide(&due[2], "skipped", Some("no_phone"), PlanDecision::Skip { next_due: None }),
+        decide(&due[3], "stopped", Some("suppressed"), PlanDecision::Stop { reason: "suppressed".into() }),
+        decide(&due[4], "skipped", Some("no_phone"), PlanDecision::Skip { next_due: Some(t0()) }),
+        plan_step_1,
+    ];
+    store.record_evaluations(&evals, t0()).await.unwrap();
+    let state = |i: usize| {
+        let store = store.clone();
+        let lead = ids[i];
+        async move {
+            let e = store.enrollments_for_lead(lead).await.unwrap().remove(0);
+            (e.state, e.current_step, e.next_due_at, e.stop_reason)
+        }
+    };
+    assert_eq!(state(0).await, (EnrollmentState::Active, 0, Some(later), None));
+    assert_eq!(state(1).await, (EnrollmentState::Active, 1, Some(next), None));
+    assert_eq!(state(2).await, (EnrollmentState::Completed, 1, None, None));
+    assert_eq!(state(3).await, (EnrollmentState::Stopped, 0, None, Some("suppressed".to_string())));
+    assert_eq!(state(4).await, (EnrollmentState::Waiting, 1, None, None));
+    let planned = store.deliveries(&DeliveryFilter::default()).await.unwrap();
+    assert_eq!(planned.len(), 1);
+    assert_eq!((planned[0].lead_id, planned[0].step_index, planned[0].state), (ids[4], 1, DeliveryState::Planned));
+    let traces = store.traces_for_lead(ids[4]).await.unwrap();
+    assert_eq!(traces.iter().map(|t| (t.outcome.as_str(), t.step_index)).collect::<Vec<_>>(), vec![("skipped", 0), ("planned", 1)]);
+    assert_eq!(traces[0].code.as_deref(), Some("no_phone"));
+    assert!(store.due_enrollments(t0(), None, 10).await.unwrap().is_empty());
+    let due_later = store.due_enrollments(later, None, 10).await.unwrap();
+    assert_eq!(due_later.iter().map(|d| d.lead.id).collect::<Vec<_>>(), vec![ids[0]]);
+    assert_eq!(store.next_due_at().await.unwrap(), Some(t0()), "the planned delivery is due first");
+    let counts = store.enrollment_counts().await.unwrap();
+    let states: Vec<(&str, u64)> = counts.iter().map(|(_, s, n)| (s.as_str(), *n)).collect();
+    assert_eq!(states, vec![("active", 2), ("completed", 1), ("stopped", 1), ("waiting", 1)]);
+    let rows = store.step_summary().await.unwrap();
+    let get = |metric: &str| rows.iter().filter(|r| r.metric == metric).map(|r| r.count).sum::<u64>();
+    assert_eq!((get("skipped:no_phone"), get("stopped:suppressed")), (3, 1));
+}
+
+async fn leads_without_email_match_by_source_ref_then_phone(store: Arc<dyn Store>) {
+    let mut by_ref = NewLead { source: "airtable:app/Leads".into(), source_ref: Some("rec1".into()), ..NewLead::default() };
+    by_ref.first_name = Some("Ann".into());
+    by_ref.custom.insert("tier".into(), "gold".into());
+    let by_phone = NewLead { phone: Some(PhoneE164::parse("+14155550123", None).unwrap()), source: "csv:b.csv".into(), ..NewLead::default() };
+    let out = store.upsert_leads(&[by_ref.clone(), by_phone.clone()], t0()).await.unwrap();
+    assert!(out.iter().all(|o| matches!(o, UpsertOutcome::Inserted(_))));
+    let mut ref_again = NewLead { last_name: Some("Lee".into()), ..by_ref };
+    ref_again.first_name = None;
+    ref_again.custom = [("stage".to_string(), "lead".to_string())].into();
+    let phone_again = NewLead { company: Some("Acme".into()), ..by_phone };
+    let out2 = store.upsert_leads(&[ref_again, phone_again], t0()).await.unwrap();
+    assert_eq!(out2, vec![UpsertOutcome::Updated(out[0].id()), UpsertOutcome::Updated(out[1].id())]);
+    let ann = store.lead(out[0].id()).await.unwrap().unwrap();
+    assert_eq!((ann.profile.first_name.as_deref(), ann.profile.last_name.as_deref()), (Some("Ann"), Some("Lee")));
+    assert_eq!(ann.profile.custom.get("tier").map(String::as_str), Some("gold"), "custom fields merge");
+    assert_eq!(ann.profile.custom.get("stage").map(String::as_str), Some("lead"));
+    assert_eq!(store.lead(out[1].id()).await.unwrap().unwrap().profile.company.as_deref(), Some("Acme"));
+    // A lead twice in one batch: the second occurrence updates the first.
+    let twice = NewLead { source: "airtable:app/Leads".into(), source_ref: Some("rec2".into()), ..NewLead::default() };
+    let out3 = store.upsert_leads(&[twice.clone(), twice], t0()).await.unwrap();
+    assert!(matches!(out3[0], UpsertOutcome::Inserted(_)));
+    assert_eq!(out3[1], UpsertOutcome::Updated(out3[0].id()));
+    assert_eq!(store.lead_counts().await.unwrap(), vec![("active".to_string(), 3)]);
+    let airtable = store.lead_ids(&LeadFilter { source_prefix: Some("airtable:".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(airtable, vec![out[0].id(), out3[0].id()]);
+    assert!(store.lead_ids(&LeadFilter { has_email: true, ..Default::default() }).await.unwrap().is_empty());
+}
+
+async fn sent_deliveries_are_written_back_once(store: Arc<dyn Store>) {
+    let mut l = lead("rec@example.com", "US");
+    l.source = "airtable:app/Leads".into();
+    l.source_ref = Some("recA".into());
+    let ids: Vec<LeadId> = store.upsert_leads(&[l, lead("csv@example.com", "US")], t0()).await.unwrap().into_iter().map(UpsertOutcome::id).collect();
+    let campaign = store.save_campaign("intro", "Intro", "[campaign]", t0()).await.unwrap();
+    store.enroll(campaign, &ids, t0()).await.unwrap();
+    let due = store.due_enrollments(t0(), None, 10).await.unwrap();
+    store.record_evaluations(&due.iter().map(|d| plan(d, t0())).collect::<Vec<_>>(), t0()).await.unwrap();
+    let lease = Duration::minutes(5);
+    for d in store.claim_due_deliveries(t0(), 10, "w", lease).await.unwrap() {
+        assert!(store.begin_send(d.id, d.fencing_token, t0(), lease).await.unwrap());
+        let sent = SendOutcome::Sent { provider_ref: format!("<{}@x>", d.id.0) };
+        assert!(store.record_outcome(d.id, d.fencing_token, &sent, &FollowUp::Complete, t0()).await.unwrap());
+    }
+    let pending = store.pending_writebacks("airtable:", 10).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!((pending[0].source_ref.as_str(), pending[0].source.as_str(), pending[0].sent_at), ("recA", "airtable:app/Leads", t0()));
+    store.mark_written_back(&[pending[0].delivery_id], t0()).await.unwrap();
+    assert!(store.pending_writebacks("airtable:", 10).await.unwrap().is_empty());
+    assert!(store.pending_writebacks("csv:", 10).await.unwrap().is_empty());
+}
+
+async fn suppression_checks_keep_the_callers_keys(store: Arc<dyn Store>) {
+    let phone = SuppressionKey::Phone("+14155550123".into());
+    let domain = SuppressionKey::Domain("example.org".into());
+    assert!(store.add_suppression(&phone, "manual", "cli", t0()).await.unwrap());
+    assert!(store.add_suppression(&domain, "manual", "cli", t0()).await.unwrap());
+    let asked = [SuppressionKey::Email("a@example.org".into()), domain.clone(), SuppressionKey::Phone("+14155550000".into()), phone.clone()];
+    let hits = store.suppressed(&asked).await.unwrap();
+    assert_eq!(hits.iter().map(|h| h.key.clone()).collect::<Vec<_>>(), vec![domain, phone]);
+    assert!(hits.iter().all(|h| h.reason == "manual" && h.source == "cli" && h.created_at == t0()));
+    assert!(store.suppressed(&[]).await.unwrap().is_empty());
+}
+
+async fn a_released_claim_waits_for_its_new_time(store: Arc<dyn Store>) {
+    seed(store.as_ref(), 1).await;
+    let lease = Duration::minutes(5);
+    let d = store.claim_due_deliveries(t0(), 10, "w", lease).await.unwrap().remove(0);
+    let later = t0() + Duration::hours(9);
+    assert!(!store.release_claim(d.id, d.fencing_token + 1, later, "quiet hours", t0()).await.unwrap(), "stale token");
+    assert!(store.release_claim(d.id, d.fencing_token, later, "quiet hours", t0()).await.unwrap());
+    assert!(!store.release_claim(d.id, d.fencing_token, later, "quiet hours", t0()).await.unwrap(), "no longer claimed");
+    assert!(!store.begin_send(d.id, d.fencing_token, t0(), lease).await.unwrap());
+    assert!(store.claim_due_deliveries(later - Duration::seconds(1), 10, "w", lease).await.unwrap().is_empty());
+    let again = store.claim_due_deliveries(later, 10, "w", lease).await.unwrap().remove(0);
+    assert_eq!((again.id, again.send_at, again.attempts), (d.id, later, 0));
+    assert!(again.fencing_token > d.fencing_token);
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -320,4 +457,9 @@ conformance!(
     retries_wait_for_their_time,
     a_reply_stops_the_sequence_and_an_unsubscribe_suppresses,
     summary_counts_by_step_and_channel,
+    every_planner_decision_moves_the_enrollment,
+    leads_without_email_match_by_source_ref_then_phone,
+    sent_deliveries_are_written_back_once,
+    suppression_checks_keep_the_callers_keys,
+    a_released_claim_waits_for_its_new_time,
 );

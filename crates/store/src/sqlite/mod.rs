@@ -71,6 +71,71 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Benchmark baseline: drains due deliveries with the same statements the trait methods
+    /// run (claim in batches, then per row begin-send and record-outcome transactions), but
+    /// called directly on the connection, without the async hop or record decoding.
+    /// Returns (jobs, jobs per second).
+    pub async fn raw_claim_complete(&self, batch: usize, now: DateTime<Utc>) -> StoreResult<(usize, f64)> {
+        self.run(move |c| {
+            let started = std::time::Instant::now();
+            let now_ms = ms(now);
+            let lease = ms(now + Duration::minutes(5));
+            let mut done = 0usize;
+            loop {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let token: i64 = tx.query_row(
+                    "UPDATE counters SET value = value + 1 WHERE name = 'fencing_token' RETURNING value",
+                    [],
+                    |r| r.get(0),
+                )?;
+                let ids: Vec<i64> = {
+                    let mut stmt = tx.prepare_cached(
+                        "UPDATE deliveries SET state = 'claimed', fencing_token = ?1, lease_until = ?2, claimed_by = 'raw', updated_at = ?3 \
+                         WHERE id IN (SELECT id FROM deliveries WHERE (state = 'planned' AND send_at <= ?3) \
+                         OR (state = 'retry_wait' AND next_attempt_at <= ?3) ORDER BY send_at, id LIMIT ?4) RETURNING id",
+                    )?;
+                    let rows = stmt.query_map(params![token, lease, now_ms, batch as i64], |r| r.get(0))?;
+                    rows.collect::<Result<Vec<_>, _>>()?
+                };
+                tx.commit()?;
+                if ids.is_empty() {
+                    break;
+                }
+                for id in ids {
+                    c.prepare_cached(
+                        "UPDATE deliveries SET state = 'sending', attempts = attempts + 1, lease_until = ?1, updated_at = ?2 \
+                         WHERE id = ?3 AND fencing_token = ?4 AND state = 'claimed' AND lease_until > ?2 \
+                         AND EXISTS (SELECT 1 FROM enrollments e WHERE e.id = deliveries.enrollment_id AND e.state = 'waiting') \
+                         AND EXISTS (SELECT 1 FROM leads l WHERE l.id = deliveries.lead_id AND l.status = 'active')",
+                    )?
+                    .execute(params![lease, now_ms, id, token])?;
+                    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                    let (enrollment, lead, step): (i64, i64, i64) = tx.query_row(
+                        "UPDATE deliveries SET state = 'sent', provider_ref = 'raw', sent_at = ?1, lease_until = NULL, updated_at = ?1 \
+                         WHERE id = ?2 AND fencing_token = ?3 AND state IN ('sending', 'unknown') RETURNING enrollment_id, lead_id, step_index",
+                        params![now_ms, id, token],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )?;
+                    tx.execute(
+                        "INSERT INTO events (lead_id, delivery_id, kind, occurred_at, detail, source) VALUES (?1, ?2, 'sent', ?3, '{}', 'dispatcher')",
+                        params![lead, id, now_ms],
+                    )?;
+                    tx.execute(
+                        "UPDATE enrollments SET state = 'completed', current_step = ?1, next_due_at = NULL, updated_at = ?2 \
+                         WHERE id = ?3 AND state = 'waiting' AND current_step = ?4",
+                        params![step + 1, now_ms, enrollment, step],
+                    )?;
+                    tx.commit()?;
+                    done += 1;
+                }
+            }
+            Ok((done, done as f64 / started.elapsed().as_secs_f64()))
+        })
+        .await
+    }
+}
+
 fn open_connection(path: &str) -> StoreResult<Connection> {
     let open_err = |e: rusqlite::Error| StoreError::Open {
         url: format!("sqlite:{path}"),

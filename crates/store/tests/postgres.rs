@@ -1,0 +1,130 @@
+//! PostgreSQL-only behaviour that the conformance story cannot express: connecting (errors,
+//! redaction, schemas) and migrating from several processes at once.
+//!
+//! Tests that need a server skip (with a loud notice) when `ENGAGER_TEST_DATABASE_URL` is
+//! unset, like the conformance story.
+
+use engager_store::postgres::PgStore;
+use engager_store::{Store, StoreError};
+
+fn open_error(result: Result<PgStore, StoreError>) -> String {
+    match result {
+        Ok(_) => panic!("expected a connection error"),
+        Err(e @ StoreError::Open { .. }) => e.to_string(),
+        Err(e) => panic!("expected StoreError::Open, got {e}"),
+    }
+}
+
+#[tokio::test]
+async fn connection_errors_name_the_cause_but_never_the_password() {
+    // Nothing listens on port 1: refused at once, not after the pool's acquire timeout.
+    let started = std::time::Instant::now();
+    let text =
+        open_error(PgStore::connect("postgres://engager:hunter2-secret@127.0.0.1:1/nowhere").await);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(!text.contains("hunter2-secret"), "{text}");
+    assert!(
+        text.contains("postgres://engager:***@127.0.0.1:1/nowhere"),
+        "{text}"
+    );
+    assert!(
+        text.to_lowercase().contains("refused"),
+        "the cause is kept: {text}"
+    );
+    let via_open =
+        engager_store::open("postgres://engager:hunter2-secret@127.0.0.1:1/nowhere").await;
+    let text = via_open.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        text.contains("engager:***@") && !text.contains("hunter2-secret"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn schema_names_are_checked_before_connecting() {
+    let text = open_error(
+        PgStore::connect_isolated(
+            "postgres://u:pw-123456@127.0.0.1:1/x",
+            "t; DROP TABLE leads",
+        )
+        .await,
+    );
+    assert!(text.contains("invalid schema name"), "{text}");
+    assert!(!text.contains("pw-123456"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn processes_connecting_together_migrate_once() {
+    let Some(url) = engager_testkit::postgres_url() else {
+        return;
+    };
+    let schema = engager_testkit::unique_schema("concurrent_migrations");
+    let connects: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, schema) = (url.clone(), schema.clone());
+            tokio::spawn(async move { PgStore::connect_isolated(&url, &schema).await.map(|_| ()) })
+        })
+        .collect();
+    for handle in connects {
+        handle.await.unwrap().unwrap();
+    }
+    let store = PgStore::connect_isolated(&url, &schema).await.unwrap();
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(versions, vec![1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_pooled_connection_stays_in_its_schema() {
+    let Some(url) = engager_testkit::postgres_url() else {
+        return;
+    };
+    let schema = engager_testkit::unique_schema("pooled_search_path");
+    let store = PgStore::connect_isolated(&url, &schema).await.unwrap();
+    // Hold several connections at once so that the pool must open new ones.
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(store.pool().acquire().await.unwrap());
+    }
+    for conn in &mut held {
+        let current: Option<String> = sqlx::query_scalar("SELECT current_schema()")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap();
+        assert_eq!(current.as_deref(), Some(schema.as_str()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_reaches_a_schema_named_in_the_url() {
+    let Some(url) = engager_testkit::postgres_url() else {
+        return;
+    };
+    let schema = engager_testkit::unique_schema("open_by_url");
+    let isolated = PgStore::connect_isolated(&url, &schema).await.unwrap();
+    isolated
+        .save_campaign("intro", "Intro", "[campaign]", chrono::Utc::now())
+        .await
+        .unwrap();
+    // The same tables through `open` (whose migrations find nothing left to do).
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let store = engager_store::open(&format!("{url}{sep}options=-csearch_path%3D{schema}"))
+        .await
+        .unwrap();
+    assert_eq!(store.backend(), "postgres");
+    let slugs: Vec<String> = store
+        .campaigns()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.slug)
+        .collect();
+    assert_eq!(slugs, vec!["intro".to_string()]);
+}
