@@ -107,7 +107,12 @@ impl Templates {
     }
 
     /// Compiles a step's templates; a syntax error names the campaign, step, part and line.
-    pub fn add_step(&mut self, campaign: &str, step: usize, template: &StepTemplate) -> Result<(), RenderError> {
+    pub fn add_step(
+        &mut self,
+        campaign: &str,
+        step: usize,
+        template: &StepTemplate,
+    ) -> Result<(), RenderError> {
         let parts = [
             ("subject", template.subject.as_deref()),
             ("body", Some(template.body.as_str())),
@@ -128,7 +133,13 @@ impl Templates {
     }
 
     /// Renders a step for a lead.
-    pub fn render(&self, campaign: &str, step: usize, template: &StepTemplate, context: &Value) -> Result<Rendered, RenderError> {
+    pub fn render(
+        &self,
+        campaign: &str,
+        step: usize,
+        template: &StepTemplate,
+        context: &Value,
+    ) -> Result<Rendered, RenderError> {
         let subject = template
             .subject
             .as_ref()
@@ -148,15 +159,38 @@ impl Templates {
         })
     }
 
-    fn render_part(&self, campaign: &str, step: usize, part: &str, context: &Value) -> Result<String, RenderError> {
+    fn render_part(
+        &self,
+        campaign: &str,
+        step: usize,
+        part: &str,
+        context: &Value,
+    ) -> Result<String, RenderError> {
         let name = part_name(campaign, step, part);
-        let template = self.env.get_template(&name).map_err(|e| RenderError::Syntax {
-            name: name.clone(),
-            reason: e.to_string(),
-        })?;
-        let out = template.render(context).map_err(|e| RenderError::Render {
-            name: name.clone(),
-            reason: describe(&e),
+        let template = self
+            .env
+            .get_template(&name)
+            .map_err(|e| RenderError::Syntax {
+                name: name.clone(),
+                reason: e.to_string(),
+            })?;
+        let out = template.render(context).map_err(|e| {
+            let mut reason = describe(&e);
+            if e.kind() == minijinja::ErrorKind::UndefinedError {
+                let mut missing: Vec<String> = template
+                    .undeclared_variables(true)
+                    .into_iter()
+                    .filter(|path| !resolves(context, path))
+                    .collect();
+                missing.sort();
+                if !missing.is_empty() {
+                    reason = format!("{} not set for this lead ({reason})", missing.join(", "));
+                }
+            }
+            RenderError::Render {
+                name: name.clone(),
+                reason,
+            }
         })?;
         if out.trim().is_empty() {
             return Err(RenderError::Output {
@@ -167,7 +201,10 @@ impl Templates {
         if out.len() > MAX_OUTPUT_BYTES {
             return Err(RenderError::Output {
                 name,
-                problem: format!("{} bytes, more than the {MAX_OUTPUT_BYTES} allowed", out.len()),
+                problem: format!(
+                    "{} bytes, more than the {MAX_OUTPUT_BYTES} allowed",
+                    out.len()
+                ),
             });
         }
         if out.contains("{{") || out.contains("}}") {
@@ -178,6 +215,18 @@ impl Templates {
         }
         Ok(out)
     }
+}
+
+/// Whether a dotted path (`lead.title`) resolves to a defined value in the context.
+fn resolves(context: &Value, path: &str) -> bool {
+    let mut value = context.clone();
+    for part in path.split('.') {
+        match value.get_attr(part) {
+            Ok(next) if !next.is_undefined() => value = next,
+            _ => return false,
+        }
+    }
+    true
 }
 
 fn describe(e: &minijinja::Error) -> String {
@@ -204,11 +253,14 @@ pub fn greeting(local_hour: u32) -> &'static str {
 /// The short form of a company name: legal suffixes dropped ("Acme Analytics Inc." → "Acme Analytics").
 pub fn company_short_name(company: &str) -> String {
     const SUFFIXES: [&str; 14] = [
-        "inc", "inc.", "llc", "ltd", "ltd.", "gmbh", "ag", "sa", "s.a.", "bv", "b.v.", "plc", "corp", "corp.",
+        "inc", "inc.", "llc", "ltd", "ltd.", "gmbh", "ag", "sa", "s.a.", "bv", "b.v.", "plc",
+        "corp", "corp.",
     ];
     let mut words: Vec<&str> = company.split_whitespace().collect();
     while words.len() > 1 {
-        let last = words[words.len() - 1].trim_end_matches(',').to_ascii_lowercase();
+        let last = words[words.len() - 1]
+            .trim_end_matches(',')
+            .to_ascii_lowercase();
         if SUFFIXES.contains(&last.as_str()) {
             words.pop();
         } else {
@@ -220,7 +272,13 @@ pub fn company_short_name(company: &str) -> String {
 
 /// The template context for a lead: `lead.*` (only fields the lead has, so a missing one is
 /// an error under strict rendering), `lead.custom.*`, `sender.*`, `greeting` and `step`.
-pub fn lead_context(lead: &Lead, zone: TimeZone, now: DateTime<Utc>, sender: &SenderFacts, step: usize) -> Value {
+pub fn lead_context(
+    lead: &Lead,
+    zone: TimeZone,
+    now: DateTime<Utc>,
+    sender: &SenderFacts,
+    step: usize,
+) -> Value {
     let p = &lead.profile;
     let mut fields: BTreeMap<&str, Value> = BTreeMap::new();
     let mut put = |key: &'static str, value: Option<&str>| {
@@ -265,7 +323,10 @@ mod tests {
 
     fn lead() -> Lead {
         let mut custom = BTreeMap::new();
-        custom.insert("custom_message".to_string(), "Congrats on the Denver office.".to_string());
+        custom.insert(
+            "custom_message".to_string(),
+            "Congrats on the Denver office.".to_string(),
+        );
         Lead {
             id: LeadId(1),
             status: LeadStatus::Active,
@@ -281,7 +342,11 @@ mod tests {
     }
 
     fn step(subject: &str, body: &str) -> StepTemplate {
-        StepTemplate { subject: Some(subject.into()), body: body.into(), html: None }
+        StepTemplate {
+            subject: Some(subject.into()),
+            body: body.into(),
+            html: None,
+        }
     }
 
     fn render(subject: &str, body: &str) -> Result<Rendered, RenderError> {
@@ -289,8 +354,13 @@ mod tests {
         let s = step(subject, body);
         t.add_step("c", 0, &s)?;
         let zone = TimeZone::parse("America/Denver").unwrap();
-        let now = DateTime::parse_from_rfc3339("2026-03-02T16:00:00Z").unwrap().with_timezone(&Utc);
-        let sender = SenderFacts { name: "Maya".into(), company: "Acme".into() };
+        let now = DateTime::parse_from_rfc3339("2026-03-02T16:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let sender = SenderFacts {
+            name: "Maya".into(),
+            company: "Acme".into(),
+        };
         t.render("c", 0, &s, &lead_context(&lead(), zone, now, &sender, 0))
     }
 
@@ -301,8 +371,14 @@ mod tests {
             "{{ greeting }} {{ lead.first_name }},\n{{ lead.custom.custom_message }}\n— {{ sender.name }}",
         )
         .unwrap();
-        assert_eq!(r.subject.as_deref(), Some("Jane, a question about Northwind Analytics"));
-        assert_eq!(r.body_text, "Good morning Jane,\nCongrats on the Denver office.\n— Maya");
+        assert_eq!(
+            r.subject.as_deref(),
+            Some("Jane, a question about Northwind Analytics")
+        );
+        assert_eq!(
+            r.body_text,
+            "Good morning Jane,\nCongrats on the Denver office.\n— Maya"
+        );
     }
 
     #[test]
@@ -310,6 +386,10 @@ mod tests {
         let err = render("Hi", "Hi {{ lead.first_name }} at {{ lead.title }}").unwrap_err();
         assert!(matches!(err, RenderError::Render { .. }), "{err}");
         assert!(err.to_string().contains("c step 1 body"), "{err}");
+        assert!(
+            err.to_string().contains("lead.title not set for this lead"),
+            "{err}"
+        );
         // ...but a template may choose a fallback explicitly.
         let ok = render("Hi", "Hi {{ lead.title | default('there') }}").unwrap();
         assert_eq!(ok.body_text, "Hi there");
@@ -317,15 +397,31 @@ mod tests {
 
     #[test]
     fn syntax_errors_name_the_template_and_empty_output_is_refused() {
-        assert!(matches!(render("Hi", "{% if %}").unwrap_err(), RenderError::Syntax { .. }));
-        assert!(matches!(render("Hi", "{{ '' }}").unwrap_err(), RenderError::Output { .. }));
-        assert!(matches!(render("Hi", "{{ '{{x}}' }}").unwrap_err(), RenderError::Output { .. }));
+        assert!(matches!(
+            render("Hi", "{% if %}").unwrap_err(),
+            RenderError::Syntax { .. }
+        ));
+        assert!(matches!(
+            render("Hi", "{{ '' }}").unwrap_err(),
+            RenderError::Output { .. }
+        ));
+        assert!(matches!(
+            render("Hi", "{{ '{{x}}' }}").unwrap_err(),
+            RenderError::Output { .. }
+        ));
     }
 
     #[test]
     fn runaway_templates_are_stopped() {
-        let err = render("Hi", "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}").unwrap_err();
-        assert!(matches!(err, RenderError::Render { .. } | RenderError::Output { .. }), "{err}");
+        let err = render(
+            "Hi",
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, RenderError::Render { .. } | RenderError::Output { .. }),
+            "{err}"
+        );
     }
 
     #[test]

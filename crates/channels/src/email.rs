@@ -8,7 +8,11 @@ use sha2::{Digest, Sha256};
 use crate::{DeliveryError, OutgoingMessage};
 
 /// Our Message-ID for a delivery: stable, unique per delivery, in the sender's domain.
-pub fn message_id(delivery: engager_domain::DeliveryId, campaign: &str, sender_domain: &str) -> String {
+pub fn message_id(
+    delivery: engager_domain::DeliveryId,
+    campaign: &str,
+    sender_domain: &str,
+) -> String {
     let digest = Sha256::digest(format!("{campaign}/{delivery}").as_bytes());
     format!(
         "<engager.{delivery}.{}@{sender_domain}>",
@@ -31,7 +35,9 @@ pub fn build_message(msg: &OutgoingMessage) -> Result<Message, DeliveryError> {
             .email
             .as_str()
             .parse()
-            .map_err(|e| DeliveryError::Config { reason: format!("sender address: {e}") })?,
+            .map_err(|e| DeliveryError::Config {
+                reason: format!("sender address: {e}"),
+            })?,
     );
     let to = Mailbox::new(
         msg.to_name.clone(),
@@ -50,7 +56,10 @@ pub fn build_message(msg: &OutgoingMessage) -> Result<Message, DeliveryError> {
         .subject(subject)
         .date(msg.date.into())
         .message_id(Some(msg.message_id.clone()))
-        .raw_header(raw_header("X-Engager-Delivery", msg.delivery_id.to_string()));
+        .raw_header(raw_header(
+            "X-Engager-Delivery",
+            msg.delivery_id.to_string(),
+        ));
     if let Some(unsub) = &msg.unsubscribe {
         let mut value = format!("<{}>", unsub.url);
         if let Some(mailto) = &unsub.mailto {
@@ -69,7 +78,10 @@ pub fn build_message(msg: &OutgoingMessage) -> Result<Message, DeliveryError> {
     let result = match &msg.body_html {
         Some(html) => {
             // A boundary derived from the Message-ID keeps the file byte-identical across runs.
-            let boundary = format!("engager-{}", hex::encode(&Sha256::digest(msg.message_id.as_bytes())[..12]));
+            let boundary = format!(
+                "engager-{}",
+                hex::encode(&Sha256::digest(msg.message_id.as_bytes())[..12])
+            );
             builder.multipart(
                 MultiPart::alternative()
                     .boundary(boundary)

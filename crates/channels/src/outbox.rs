@@ -49,7 +49,12 @@ impl OutboxChannel {
             Channel::Email => "eml",
             Channel::Sms | Channel::Linkedin => "json",
         };
-        format!("{:08}-{}-s{}.{ext}", message.delivery_id.0, message.campaign, message.step_index + 1)
+        format!(
+            "{:08}-{}-s{}.{ext}",
+            message.delivery_id.0,
+            message.campaign,
+            message.step_index + 1
+        )
     }
 
     fn render(&self, m: &OutgoingMessage) -> Result<Vec<u8>, DeliveryError> {
@@ -164,7 +169,9 @@ mod tests {
             subject: Some("Quick question, Jane".into()),
             body_text: body.into(),
             body_html: None,
-            date: DateTime::parse_from_rfc3339("2026-03-02T09:15:00Z").unwrap().with_timezone(&Utc),
+            date: DateTime::parse_from_rfc3339("2026-03-02T09:15:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
             message_id: crate::email::message_id(DeliveryId(7), "intro", "acme.example"),
             sender: Sender {
                 name: "Maya Chen".into(),
@@ -183,7 +190,12 @@ mod tests {
     #[tokio::test]
     async fn email_outbox_writes_a_complete_rfc5322_message() {
         let dir = tempfile::tempdir().unwrap();
-        let outbox = OutboxChannel::new(Channel::Email, &OutboxConfig { dir: dir.path().into() });
+        let outbox = OutboxChannel::new(
+            Channel::Email,
+            &OutboxConfig {
+                dir: dir.path().into(),
+            },
+        );
         let m = message(Channel::Email, "jane@example.com", "Hi Jane,\n\nBody.\n");
         let accepted = outbox.send(&m).await.unwrap();
         let text = std::fs::read_to_string(&accepted.provider_ref).unwrap();
@@ -206,13 +218,21 @@ mod tests {
         // Sending again (a retry after a crash) rewrites the same bytes, not a second file.
         outbox.send(&m).await.unwrap();
         assert_eq!(std::fs::read_dir(outbox.dir()).unwrap().count(), 1);
-        assert_eq!(std::fs::read_to_string(&accepted.provider_ref).unwrap(), text);
+        assert_eq!(
+            std::fs::read_to_string(&accepted.provider_ref).unwrap(),
+            text
+        );
     }
 
     #[tokio::test]
     async fn html_bodies_are_multipart_with_a_stable_boundary() {
         let dir = tempfile::tempdir().unwrap();
-        let outbox = OutboxChannel::new(Channel::Email, &OutboxConfig { dir: dir.path().into() });
+        let outbox = OutboxChannel::new(
+            Channel::Email,
+            &OutboxConfig {
+                dir: dir.path().into(),
+            },
+        );
         let mut m = message(Channel::Email, "jane@example.com", "text");
         m.body_html = Some("<p>html</p>".into());
         let a = std::fs::read(outbox.send(&m).await.unwrap().provider_ref).unwrap();
@@ -226,21 +246,33 @@ mod tests {
     #[tokio::test]
     async fn sms_and_linkedin_outboxes() {
         let dir = tempfile::tempdir().unwrap();
-        let config = OutboxConfig { dir: dir.path().into() };
+        let config = OutboxConfig {
+            dir: dir.path().into(),
+        };
         let sms = OutboxChannel::new(Channel::Sms, &config);
         let body = format!("{} Reply STOP to opt out", "x".repeat(150));
-        let path = sms.send(&message(Channel::Sms, "+14155550100", &body)).await.unwrap().provider_ref;
-        let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let path = sms
+            .send(&message(Channel::Sms, "+14155550100", &body))
+            .await
+            .unwrap()
+            .provider_ref;
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         assert_eq!(doc["segments"], 2);
         assert_eq!(doc["encoding"], "GSM-7");
         assert_eq!(doc["has_stop_wording"], true);
         let li = OutboxChannel::new(Channel::Linkedin, &config);
         let path = li
-            .send(&message(Channel::Linkedin, "https://www.linkedin.com/in/jane", "Hi Jane, loved your post."))
+            .send(&message(
+                Channel::Linkedin,
+                "https://www.linkedin.com/in/jane",
+                "Hi Jane, loved your post.",
+            ))
             .await
             .unwrap()
             .provider_ref;
-        let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         assert_eq!(doc["kind"], "connection_note");
         assert_eq!(doc["status"], "open");
     }
@@ -248,8 +280,16 @@ mod tests {
     #[tokio::test]
     async fn a_bad_recipient_is_a_permanent_error() {
         let dir = tempfile::tempdir().unwrap();
-        let outbox = OutboxChannel::new(Channel::Email, &OutboxConfig { dir: dir.path().into() });
-        let err = outbox.send(&message(Channel::Email, "not an address", "x")).await.unwrap_err();
+        let outbox = OutboxChannel::new(
+            Channel::Email,
+            &OutboxConfig {
+                dir: dir.path().into(),
+            },
+        );
+        let err = outbox
+            .send(&message(Channel::Email, "not an address", "x"))
+            .await
+            .unwrap_err();
         assert!(err.is_permanent(), "{err}");
     }
 }

@@ -36,8 +36,15 @@ impl App {
         telemetry::init(&settings.telemetry.format, &settings.telemetry.level);
         let config_dir = config_dir(config);
         let url = settings.store_url(&config_dir);
-        let store = engager_store::open(&url).await.with_context(|| format!("opening the store at {}", redact(&url)))?;
-        Ok(Self { settings, engine, store, config_dir })
+        let store = engager_store::open(&url)
+            .await
+            .with_context(|| format!("opening the store at {}", redact(&url)))?;
+        Ok(Self {
+            settings,
+            engine,
+            store,
+            config_dir,
+        })
     }
 
     /// The outbox channels of every enabled channel.
@@ -48,17 +55,27 @@ impl App {
 
 /// Outbox senders for every enabled channel.
 pub fn channel_set(engine: &EngineConfig, outbox: &Path) -> ChannelSet {
-    let config = OutboxConfig { dir: outbox.to_path_buf() };
+    let config = OutboxConfig {
+        dir: outbox.to_path_buf(),
+    };
     engine
         .enabled_channels
         .iter()
-        .fold(ChannelSet::new(), |set, channel| set.with(Arc::new(OutboxChannel::new(*channel, &config)) as Arc<dyn ChannelSender>))
+        .fold(ChannelSet::new(), |set, channel| {
+            set.with(Arc::new(OutboxChannel::new(*channel, &config)) as Arc<dyn ChannelSender>)
+        })
 }
 
 fn config_dir(config: Option<&Path>) -> PathBuf {
     config
         .and_then(|p| p.parent())
-        .map(|p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() })
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                p.to_path_buf()
+            }
+        })
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
@@ -112,19 +129,30 @@ pub struct InitArgs {
 }
 
 async fn init(args: InitArgs, config: Option<&Path>) -> Result<ExitCode> {
-    let path = config.map(Path::to_path_buf).unwrap_or_else(|| args.dir.join("engager.toml"));
+    let path = config
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| args.dir.join("engager.toml"));
     if path.exists() {
         bail!("{} already exists; not overwriting it", path.display());
     }
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
     let secret = random_secret()?;
-    let text = include_str!("../../../config/engager.example.toml").replace("change-me-to-a-long-random-string", &secret);
+    let text = include_str!("../../../config/engager.example.toml")
+        .replace("change-me-to-a-long-random-string", &secret);
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     let app = App::open(Some(&path)).await?;
-    println!("Created {} (edit [sender] and [links] before sending for real).", path.display());
-    println!("Store ready: {} ({}).", redact(&app.settings.store_url(&app.config_dir)), app.store.backend());
+    println!(
+        "Created {} (edit [sender] and [links] before sending for real).",
+        path.display()
+    );
+    println!(
+        "Store ready: {} ({}).",
+        redact(&app.settings.store_url(&app.config_dir)),
+        app.store.backend()
+    );
     println!("Next: engager --config {} import leads.csv", path.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -170,12 +198,20 @@ async fn import(app: &App, args: ImportArgs, json: bool) -> Result<ExitCode> {
         if !rejected.is_empty() {
             let mut t = table(&["Line", "Field", "Value", "Reason"]);
             for r in rejected {
-                t.add_row(vec![r.line.to_string(), r.field.clone().unwrap_or_else(|| "-".into()), r.value.clone().unwrap_or_default(), r.reason.clone()]);
+                t.add_row(vec![
+                    r.line.to_string(),
+                    r.field.clone().unwrap_or_else(|| "-".into()),
+                    r.value.clone().unwrap_or_default(),
+                    r.reason.clone(),
+                ]);
             }
             println!("Rejected rows of {}:\n{t}", outcome.parsed.file);
         }
         if outcome.aborted {
-            println!("--strict: {} row(s) rejected, nothing written.", rejected.len());
+            println!(
+                "--strict: {} row(s) rejected, nothing written.",
+                rejected.len()
+            );
         } else {
             println!(
                 "{}: {} rows → {} new lead(s), {} updated, {} duplicate row(s) collapsed, {} rejected.",
@@ -188,7 +224,11 @@ async fn import(app: &App, args: ImportArgs, json: bool) -> Result<ExitCode> {
             );
         }
     }
-    Ok(if outcome.aborted { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if outcome.aborted {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// What importing a file did.
@@ -200,12 +240,26 @@ pub struct ImportOutcome {
 }
 
 /// Reads a lead file and upserts its valid rows in batches (each batch one transaction).
-pub async fn import_file(store: &dyn Store, file: &Path, map: &[String], strict: bool) -> Result<ImportOutcome> {
-    let mapping = ColumnMapping::from_entries(map.iter().map(String::as_str)).map_err(|e| anyhow!("--map: {e}"))?;
-    let options = ImportOptions { format: None, mapping };
+pub async fn import_file(
+    store: &dyn Store,
+    file: &Path,
+    map: &[String],
+    strict: bool,
+) -> Result<ImportOutcome> {
+    let mapping = ColumnMapping::from_entries(map.iter().map(String::as_str))
+        .map_err(|e| anyhow!("--map: {e}"))?;
+    let options = ImportOptions {
+        format: None,
+        mapping,
+    };
     let parsed = engager_sources::read_leads(file, &options)?;
     if strict && !parsed.rejected.is_empty() {
-        return Ok(ImportOutcome { parsed, inserted: 0, updated: 0, aborted: true });
+        return Ok(ImportOutcome {
+            parsed,
+            inserted: 0,
+            updated: 0,
+            aborted: true,
+        });
     }
     let (mut inserted, mut updated) = (0, 0);
     let now = SystemClock.now();
@@ -218,8 +272,18 @@ pub async fn import_file(store: &dyn Store, file: &Path, map: &[String], strict:
             }
         }
     }
-    info!(inserted, updated, rejected = parsed.rejected.len(), "Import finished.");
-    Ok(ImportOutcome { parsed, inserted, updated, aborted: false })
+    info!(
+        inserted,
+        updated,
+        rejected = parsed.rejected.len(),
+        "Import finished."
+    );
+    Ok(ImportOutcome {
+        parsed,
+        inserted,
+        updated,
+        aborted: false,
+    })
 }
 
 // --- campaigns -------------------------------------------------------------------------
@@ -241,9 +305,16 @@ async fn campaign(app: &App, command: CampaignCommand, json: bool) -> Result<Exi
         CampaignCommand::Add { file } => {
             let campaign = add_campaign(app.store.as_ref(), &file).await?;
             if json {
-                print_json(&json!({"slug": campaign.slug, "name": campaign.name, "steps": campaign.steps.len()}));
+                print_json(
+                    &json!({"slug": campaign.slug, "name": campaign.name, "steps": campaign.steps.len()}),
+                );
             } else {
-                println!("Campaign {} ({}) loaded with {} step(s).", campaign.slug, campaign.name, campaign.steps.len());
+                println!(
+                    "Campaign {} ({}) loaded with {} step(s).",
+                    campaign.slug,
+                    campaign.name,
+                    campaign.steps.len()
+                );
             }
         }
         CampaignCommand::List => {
@@ -253,8 +324,27 @@ async fn campaign(app: &App, command: CampaignCommand, json: bool) -> Result<Exi
                 .all()
                 .into_iter()
                 .map(|c| {
-                    let enrolled: u64 = counts.iter().filter(|(id, _, _)| *id == c.id).map(|(_, _, n)| n).sum();
-                    let steps: Vec<String> = c.steps.iter().map(|s| format!("{} {} ({})", s.index + 1, s.name, s.channels.iter().map(|ch| ch.as_str()).collect::<Vec<_>>().join("/"))).collect();
+                    let enrolled: u64 = counts
+                        .iter()
+                        .filter(|(id, _, _)| *id == c.id)
+                        .map(|(_, _, n)| n)
+                        .sum();
+                    let steps: Vec<String> = c
+                        .steps
+                        .iter()
+                        .map(|s| {
+                            format!(
+                                "{} {} ({})",
+                                s.index + 1,
+                                s.name,
+                                s.channels
+                                    .iter()
+                                    .map(|ch| ch.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join("/")
+                            )
+                        })
+                        .collect();
                     (c, enrolled, steps)
                 })
                 .collect();
@@ -263,7 +353,13 @@ async fn campaign(app: &App, command: CampaignCommand, json: bool) -> Result<Exi
             } else {
                 let mut t = table(&["Slug", "Name", "Window", "Steps", "Enrolled"]);
                 for (c, n, steps) in rows {
-                    t.add_row(vec![c.slug.clone(), c.name.clone(), c.window.describe(), steps.join("\n"), n.to_string()]);
+                    t.add_row(vec![
+                        c.slug.clone(),
+                        c.name.clone(),
+                        c.window.describe(),
+                        steps.join("\n"),
+                        n.to_string(),
+                    ]);
                 }
                 println!("{t}");
             }
@@ -274,11 +370,18 @@ async fn campaign(app: &App, command: CampaignCommand, json: bool) -> Result<Exi
 
 /// Validates (parse and template compile) and stores a campaign file.
 pub async fn add_campaign(store: &dyn Store, file: &Path) -> Result<engager_domain::Campaign> {
-    let source = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let source =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let origin = file.display().to_string();
-    let parsed = engager_engine::campaign_file::parse_campaign(&source, &origin, engager_domain::CampaignId(0))?;
+    let parsed = engager_engine::campaign_file::parse_campaign(
+        &source,
+        &origin,
+        engager_domain::CampaignId(0),
+    )?;
     engager_engine::catalog::compile(&mut engager_ai::Templates::new(), &parsed)?;
-    let id = store.save_campaign(&parsed.slug, &parsed.name, &source, SystemClock.now()).await?;
+    let id = store
+        .save_campaign(&parsed.slug, &parsed.name, &source, SystemClock.now())
+        .await?;
     Ok(engager_domain::Campaign { id, ..parsed })
 }
 
@@ -306,10 +409,21 @@ async fn enroll(app: &App, args: EnrollArgs, json: bool) -> Result<ExitCode> {
         bail!("say which leads: --all, or --filter KEY=VALUE (country, industry, source)");
     }
     let catalog = Catalog::load(app.store.as_ref()).await?;
-    let campaign = catalog.by_slug(&args.campaign).ok_or_else(|| anyhow!("no campaign {:?} (see `engager campaign list`)", args.campaign))?;
-    let mut filter = LeadFilter { active_only: true, limit: args.limit, ..Default::default() };
+    let campaign = catalog.by_slug(&args.campaign).ok_or_else(|| {
+        anyhow!(
+            "no campaign {:?} (see `engager campaign list`)",
+            args.campaign
+        )
+    })?;
+    let mut filter = LeadFilter {
+        active_only: true,
+        limit: args.limit,
+        ..Default::default()
+    };
     for f in &args.filter {
-        let (key, value) = f.split_once('=').ok_or_else(|| anyhow!("--filter {f:?}: expected KEY=VALUE"))?;
+        let (key, value) = f
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--filter {f:?}: expected KEY=VALUE"))?;
         match key.trim() {
             "country" => filter.country = Some(value.trim().to_owned()),
             "industry" => filter.industry = Some(value.trim().to_owned()),
@@ -318,11 +432,20 @@ async fn enroll(app: &App, args: EnrollArgs, json: bool) -> Result<ExitCode> {
         }
     }
     let ids = app.store.lead_ids(&filter).await?;
-    let added = app.store.enroll(campaign.id, &ids, SystemClock.now()).await?;
+    let added = app
+        .store
+        .enroll(campaign.id, &ids, SystemClock.now())
+        .await?;
     if json {
         print_json(&json!({"campaign": campaign.slug, "matched": ids.len(), "enrolled": added}));
     } else {
-        println!("{} lead(s) matched; {} newly enrolled in {} ({} already were).", ids.len(), added, campaign.slug, ids.len() as u64 - added);
+        println!(
+            "{} lead(s) matched; {} newly enrolled in {} ({} already were).",
+            ids.len(),
+            added,
+            campaign.slug,
+            ids.len() as u64 - added
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -352,7 +475,13 @@ async fn run(app: App, config: Option<&Path>, args: RunArgs, json: bool) -> Resu
     let planner = Planner::new(app.store.as_ref(), &catalog, &app.engine);
     let plan = planner.plan_due(now, args.limit, args.dry_run).await?;
     if args.dry_run {
-        let due = app.store.deliveries(&DeliveryFilter { state: Some(DeliveryState::Planned), ..Default::default() }).await?;
+        let due = app
+            .store
+            .deliveries(&DeliveryFilter {
+                state: Some(DeliveryState::Planned),
+                ..Default::default()
+            })
+            .await?;
         let due: Vec<_> = due.into_iter().filter(|d| d.send_at <= now).collect();
         if json {
             print_json(&json!({
@@ -362,13 +491,35 @@ async fn run(app: App, config: Option<&Path>, args: RunArgs, json: bool) -> Resu
                 "would_send_now": due.iter().map(|d| json!({"delivery_id": d.id.0, "lead_id": d.lead_id.0, "channel": d.channel.as_str(), "to": d.to_address})).collect::<Vec<_>>(),
             }));
         } else {
-            let mut t = table(&["Lead", "Campaign", "Step", "Channel", "Send at", "To", "Subject / first line"]);
+            let mut t = table(&[
+                "Lead",
+                "Campaign",
+                "Step",
+                "Channel",
+                "Send at",
+                "To",
+                "Subject / first line",
+            ]);
             for p in &plan.plans {
-                t.add_row(vec![p.lead_id.to_string(), p.campaign.clone(), p.step.to_string(), p.channel.to_string(), when(p.send_at), p.to.clone(), p.summary.clone()]);
+                t.add_row(vec![
+                    p.lead_id.to_string(),
+                    p.campaign.clone(),
+                    p.step.to_string(),
+                    p.channel.to_string(),
+                    when(p.send_at),
+                    p.to.clone(),
+                    p.summary.clone(),
+                ]);
             }
-            println!("Dry run: nothing was written.\nWould plan {} deliveries:\n{t}", plan.plans.len());
+            println!(
+                "Dry run: nothing was written.\nWould plan {} deliveries:\n{t}",
+                plan.plans.len()
+            );
             println!("Outcomes: {}", outcomes_line(&plan.by_code));
-            println!("Would send now: {} already planned deliveries are due.", due.len());
+            println!(
+                "Would send now: {} already planned deliveries are due.",
+                due.len()
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -385,13 +536,26 @@ async fn run(app: App, config: Option<&Path>, args: RunArgs, json: bool) -> Resu
         }));
     } else {
         let mut t = table(&["Stage", "Result"]);
-        t.add_row(vec!["planner".to_string(), format!("{} evaluated: {}", plan.evaluated, outcomes_line(&plan.by_code))]);
+        t.add_row(vec![
+            "planner".to_string(),
+            format!(
+                "{} evaluated: {}",
+                plan.evaluated,
+                outcomes_line(&plan.by_code)
+            ),
+        ]);
         t.add_row(vec!["dispatcher".to_string(), format!(
             "{} claimed: {} sent, {} retry, {} failed, {} unknown, {} cancelled, {} held (quiet hours)",
             sent.claimed, sent.sent.len(), sent.retried, sent.failed, sent.unknown, sent.cancelled, sent.held
         )]);
         if sent.recovered.requeued + sent.recovered.unknown > 0 {
-            t.add_row(vec!["recovery".to_string(), format!("{} expired claims requeued, {} interrupted sends marked unknown", sent.recovered.requeued, sent.recovered.unknown)]);
+            t.add_row(vec![
+                "recovery".to_string(),
+                format!(
+                    "{} expired claims requeued, {} interrupted sends marked unknown",
+                    sent.recovered.requeued, sent.recovered.unknown
+                ),
+            ]);
         }
         println!("{t}");
         if let Some(next) = app.store.next_due_at().await? {
@@ -405,7 +569,11 @@ fn outcomes_line(by_code: &std::collections::BTreeMap<String, usize>) -> String 
     if by_code.is_empty() {
         return "nothing due".into();
     }
-    by_code.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", ")
+    by_code
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The long-running loop: plan, dispatch, sleep until the next due work (at most a tick);
@@ -416,25 +584,49 @@ async fn daemon(app: App, config: Option<&Path>, limit: Option<usize>) -> Result
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut engine = app.engine.clone();
-    let mut tick = std::time::Duration::from_secs(u64::from(app.settings.daemon.tick_seconds.max(1)));
+    let mut tick =
+        std::time::Duration::from_secs(u64::from(app.settings.daemon.tick_seconds.max(1)));
     let mut channels = app.channels();
     let mut catalog = Catalog::load(app.store.as_ref()).await?;
-    eprintln!("engager daemon started (worker {}); SIGHUP reloads the configuration, Ctrl-C stops.", engine.worker_id);
+    eprintln!(
+        "engager daemon started (worker {}); SIGHUP reloads the configuration, Ctrl-C stops.",
+        engine.worker_id
+    );
     loop {
         let now = SystemClock.now();
-        let plan = Planner::new(app.store.as_ref(), &catalog, &engine).plan_due(now, limit, false).await;
+        let plan = Planner::new(app.store.as_ref(), &catalog, &engine)
+            .plan_due(now, limit, false)
+            .await;
         match plan {
-            Ok(p) if p.evaluated > 0 => info!(planned = p.planned, deferred = p.deferred, skipped = p.skipped, stopped = p.stopped, "Planner pass."),
+            Ok(p) if p.evaluated > 0 => info!(
+                planned = p.planned,
+                deferred = p.deferred,
+                skipped = p.skipped,
+                stopped = p.stopped,
+                "Planner pass."
+            ),
             Ok(_) => {}
             Err(e) => warn!(error = %e, "Planner pass failed; will try again."),
         }
-        match Dispatcher::new(app.store.as_ref(), &catalog, &engine, &channels).dispatch_due(now, limit).await {
-            Ok(r) if r.claimed > 0 => info!(sent = r.sent.len(), retried = r.retried, failed = r.failed, unknown = r.unknown, "Dispatcher pass."),
+        match Dispatcher::new(app.store.as_ref(), &catalog, &engine, &channels)
+            .dispatch_due(now, limit)
+            .await
+        {
+            Ok(r) if r.claimed > 0 => info!(
+                sent = r.sent.len(),
+                retried = r.retried,
+                failed = r.failed,
+                unknown = r.unknown,
+                "Dispatcher pass."
+            ),
             Ok(_) => {}
             Err(e) => warn!(error = %e, "Dispatcher pass failed; will try again."),
         }
         let sleep = match app.store.next_due_at().await {
-            Ok(Some(next)) => (next - SystemClock.now()).to_std().unwrap_or_default().min(tick),
+            Ok(Some(next)) => (next - SystemClock.now())
+                .to_std()
+                .unwrap_or_default()
+                .min(tick),
             _ => tick,
         }
         .max(std::time::Duration::from_millis(200));
@@ -480,11 +672,29 @@ async fn status(app: &App, json: bool) -> Result<ExitCode> {
         }));
         return Ok(ExitCode::SUCCESS);
     }
-    let lead_line = leads.iter().map(|(s, n)| format!("{n} {s}")).collect::<Vec<_>>().join(", ");
-    println!("Store: {} · Leads: {}", app.store.backend(), if lead_line.is_empty() { "none".into() } else { lead_line });
+    let lead_line = leads
+        .iter()
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    println!(
+        "Store: {} · Leads: {}",
+        app.store.backend(),
+        if lead_line.is_empty() {
+            "none".into()
+        } else {
+            lead_line
+        }
+    );
     let mut t = table(&["Campaign", "Enrollment state", "Count"]);
     for (c, s, n) in &enrollments {
-        t.add_row(vec![catalog.get(*c).map_or_else(|| c.to_string(), |c| c.slug.clone()), s.clone(), n.to_string()]);
+        t.add_row(vec![
+            catalog
+                .get(*c)
+                .map_or_else(|| c.to_string(), |c| c.slug.clone()),
+            s.clone(),
+            n.to_string(),
+        ]);
     }
     println!("{t}");
     println!("{}", steps.render());
@@ -518,9 +728,19 @@ async fn explain(app: &App, args: ExplainArgs, json: bool) -> Result<ExitCode> {
     let (zone, zone_source) = lead.time_zone(app.engine.default_time_zone);
     let enrollments = app.store.enrollments_for_lead(lead.id).await?;
     let traces = app.store.traces_for_lead(lead.id).await?;
-    let deliveries = app.store.deliveries(&DeliveryFilter { lead: Some(lead.id), ..Default::default() }).await?;
+    let deliveries = app
+        .store
+        .deliveries(&DeliveryFilter {
+            lead: Some(lead.id),
+            ..Default::default()
+        })
+        .await?;
     let events = app.store.events_for_lead(lead.id).await?;
-    let slug = |id: engager_domain::CampaignId| catalog.get(id).map_or_else(|| id.to_string(), |c| c.slug.clone());
+    let slug = |id: engager_domain::CampaignId| {
+        catalog
+            .get(id)
+            .map_or_else(|| id.to_string(), |c| c.slug.clone())
+    };
     if json {
         print_json(&json!({
             "lead": {"id": lead.id.0, "name": lead.display_name(), "status": lead.status.as_str(), "time_zone": zone.name(), "time_zone_source": zone_source.as_str(),
@@ -545,7 +765,10 @@ async fn explain(app: &App, args: ExplainArgs, json: bool) -> Result<ExitCode> {
     let reach: Vec<String> = [
         lead.profile.email.as_ref().map(|e| format!("email {e}")),
         lead.profile.phone.as_ref().map(|p| format!("phone {p}")),
-        lead.profile.linkedin.as_ref().map(|l| format!("linkedin {l}")),
+        lead.profile
+            .linkedin
+            .as_ref()
+            .map(|l| format!("linkedin {l}")),
     ]
     .into_iter()
     .flatten()
@@ -557,30 +780,69 @@ async fn explain(app: &App, args: ExplainArgs, json: bool) -> Result<ExitCode> {
             slug(e.campaign_id),
             e.state.as_str(),
             e.current_step + 1,
-            e.next_due_at.map(|t| format!(", next due {}", when(t))).unwrap_or_default(),
-            e.stop_reason.as_ref().map(|r| format!(", stopped: {r}")).unwrap_or_default()
+            e.next_due_at
+                .map(|t| format!(", next due {}", when(t)))
+                .unwrap_or_default(),
+            e.stop_reason
+                .as_ref()
+                .map(|r| format!(", stopped: {r}"))
+                .unwrap_or_default()
         );
     }
     for t in &traces {
         let head = match (&t.code, t.at) {
             (Some(code), _) => format!("{} ({code})", t.outcome),
-            (None, Some(at)) => format!("{} for {}{}", t.outcome, when(at), t.channel.map(|c| format!(" by {c}")).unwrap_or_default()),
+            (None, Some(at)) => format!(
+                "{} for {}{}",
+                t.outcome,
+                when(at),
+                t.channel.map(|c| format!(" by {c}")).unwrap_or_default()
+            ),
             (None, None) => t.outcome.clone(),
         };
-        println!("\n{} step {} evaluated {} → {}", slug(t.campaign_id), t.step_index + 1, when(t.evaluated_at), head);
+        println!(
+            "\n{} step {} evaluated {} → {}",
+            slug(t.campaign_id),
+            t.step_index + 1,
+            when(t.evaluated_at),
+            head
+        );
         for g in &t.gates {
-            println!("  {} {:<15} {}", if g.passed { "✓" } else { "✗" }, g.gate, g.reason);
+            println!(
+                "  {} {:<15} {}",
+                if g.passed { "✓" } else { "✗" },
+                g.gate,
+                g.reason
+            );
         }
     }
     if !deliveries.is_empty() {
-        let mut tbl = table(&["Delivery", "Campaign", "Step", "Channel", "State", "Send at", "Attempts", "Note"]);
+        let mut tbl = table(&[
+            "Delivery", "Campaign", "Step", "Channel", "State", "Send at", "Attempts", "Note",
+        ]);
         for d in deliveries.iter().rev() {
-            tbl.add_row(vec![d.id.to_string(), slug(d.campaign_id), (d.step_index + 1).to_string(), d.channel.to_string(), d.state.to_string(), when(d.sent_at.unwrap_or(d.send_at)), d.attempts.to_string(), d.last_error.clone().unwrap_or_default()]);
+            tbl.add_row(vec![
+                d.id.to_string(),
+                slug(d.campaign_id),
+                (d.step_index + 1).to_string(),
+                d.channel.to_string(),
+                d.state.to_string(),
+                when(d.sent_at.unwrap_or(d.send_at)),
+                d.attempts.to_string(),
+                d.last_error.clone().unwrap_or_default(),
+            ]);
         }
         println!("\n{tbl}");
     }
     if !events.is_empty() {
-        println!("\nEvents: {}", events.iter().map(|e| format!("{} {}", when(e.event.occurred_at), e.event.kind)).collect::<Vec<_>>().join(" · "));
+        println!(
+            "\nEvents: {}",
+            events
+                .iter()
+                .map(|e| format!("{} {}", when(e.event.occurred_at), e.event.kind))
+                .collect::<Vec<_>>()
+                .join(" · ")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -605,26 +867,70 @@ pub enum OutboxCommand {
 }
 
 async fn outbox(app: &App, command: OutboxCommand, json: bool) -> Result<ExitCode> {
-    let OutboxCommand::List { state, channel, limit } = command;
+    let OutboxCommand::List {
+        state,
+        channel,
+        limit,
+    } = command;
     let filter = DeliveryFilter {
-        state: state.as_deref().map(str::parse).transpose().map_err(|e| anyhow!("--state: {e}"))?,
-        channel: channel.as_deref().map(str::parse).transpose().map_err(|e| anyhow!("--channel: {e}"))?,
+        state: state
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e| anyhow!("--state: {e}"))?,
+        channel: channel
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e| anyhow!("--channel: {e}"))?,
         limit: Some(limit),
         ..Default::default()
     };
     let rows = app.store.deliveries(&filter).await?;
     let catalog = Catalog::load(app.store.as_ref()).await?;
-    let slug = |id: engager_domain::CampaignId| catalog.get(id).map_or_else(|| id.to_string(), |c| c.slug.clone());
+    let slug = |id: engager_domain::CampaignId| {
+        catalog
+            .get(id)
+            .map_or_else(|| id.to_string(), |c| c.slug.clone())
+    };
     if json {
         print_json(&json!(rows.iter().map(|d| json!({"id": d.id.0, "lead_id": d.lead_id.0, "campaign": slug(d.campaign_id), "step": d.step_index + 1, "channel": d.channel.as_str(), "state": d.state.as_str(), "send_at": d.send_at.to_rfc3339(), "sent_at": d.sent_at.map(|t| t.to_rfc3339()), "to": d.to_address, "subject": d.subject, "provider_ref": d.provider_ref, "last_error": d.last_error, "attempts": d.attempts})).collect::<Vec<_>>()));
     } else {
-        let mut t = table(&["Id", "Lead", "Campaign", "Step", "Channel", "State", "When", "To", "Subject / file / error"]);
+        let mut t = table(&[
+            "Id",
+            "Lead",
+            "Campaign",
+            "Step",
+            "Channel",
+            "State",
+            "When",
+            "To",
+            "Subject / file / error",
+        ]);
         for d in &rows {
-            let note = d.provider_ref.clone().or_else(|| d.last_error.clone()).or_else(|| d.subject.clone()).unwrap_or_default();
-            t.add_row(vec![d.id.to_string(), d.lead_id.to_string(), slug(d.campaign_id), (d.step_index + 1).to_string(), d.channel.to_string(), d.state.to_string(), when(d.sent_at.unwrap_or(d.send_at)), d.to_address.clone(), note]);
+            let note = d
+                .provider_ref
+                .clone()
+                .or_else(|| d.last_error.clone())
+                .or_else(|| d.subject.clone())
+                .unwrap_or_default();
+            t.add_row(vec![
+                d.id.to_string(),
+                d.lead_id.to_string(),
+                slug(d.campaign_id),
+                (d.step_index + 1).to_string(),
+                d.channel.to_string(),
+                d.state.to_string(),
+                when(d.sent_at.unwrap_or(d.send_at)),
+                d.to_address.clone(),
+                note,
+            ]);
         }
         println!("{t}");
-        println!("Outbox folder: {}", app.settings.outbox_dir(&app.config_dir).display());
+        println!(
+            "Outbox folder: {}",
+            app.settings.outbox_dir(&app.config_dir).display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -645,10 +951,19 @@ async fn event(app: &App, args: EventArgs, json: bool) -> Result<ExitCode> {
     let kind: EventKind = args.kind.parse().map_err(|e| anyhow!("{e}: expected one of replied, unsubscribed, hard_bounce, complained, converted, opened, clicked"))?;
     let effects = app
         .store
-        .record_event(&NewEvent { lead_id: lead.id, delivery_id: None, kind, occurred_at: Utc::now(), detail: "{}".into(), source: "manual".into() })
+        .record_event(&NewEvent {
+            lead_id: lead.id,
+            delivery_id: None,
+            kind,
+            occurred_at: Utc::now(),
+            detail: "{}".into(),
+            source: "manual".into(),
+        })
         .await?;
     if json {
-        print_json(&json!({"lead_id": lead.id.0, "kind": kind.as_str(), "enrollments_stopped": effects.enrollments_stopped, "deliveries_cancelled": effects.deliveries_cancelled, "suppressed": effects.suppressed}));
+        print_json(
+            &json!({"lead_id": lead.id.0, "kind": kind.as_str(), "enrollments_stopped": effects.enrollments_stopped, "deliveries_cancelled": effects.deliveries_cancelled, "suppressed": effects.suppressed}),
+        );
     } else {
         println!(
             "Recorded {kind} for lead {}: {} sequence(s) stopped, {} pending deliver(ies) cancelled{}.",
@@ -677,13 +992,26 @@ pub enum AirtableCommand {
 }
 
 async fn airtable(app: &App, command: AirtableCommand, json: bool) -> Result<ExitCode> {
-    let config = app.settings.airtable.clone().ok_or_else(|| anyhow!("no [airtable] section in the configuration"))?;
+    let config = app
+        .settings
+        .airtable
+        .clone()
+        .ok_or_else(|| anyhow!("no [airtable] section in the configuration"))?;
     let client = engager_sources::airtable::AirtableClient::new(config)?;
     match command {
         AirtableCommand::Sync { dry_run } => {
             let report = client.fetch_leads().await?;
-            let outcomes = if dry_run || report.leads.is_empty() { Vec::new() } else { app.store.upsert_leads(&report.leads, SystemClock.now()).await? };
-            let inserted = outcomes.iter().filter(|o| matches!(o, UpsertOutcome::Inserted(_))).count();
+            let outcomes = if dry_run || report.leads.is_empty() {
+                Vec::new()
+            } else {
+                app.store
+                    .upsert_leads(&report.leads, SystemClock.now())
+                    .await?
+            };
+            let inserted = outcomes
+                .iter()
+                .filter(|o| matches!(o, UpsertOutcome::Inserted(_)))
+                .count();
             if json {
                 print_json(&json!({
                     "fetched": report.leads.len(), "inserted": inserted, "updated": outcomes.len() - inserted, "dry_run": dry_run,
@@ -700,7 +1028,11 @@ async fn airtable(app: &App, command: AirtableCommand, json: bool) -> Result<Exi
                 println!(
                     "{} lead(s) fetched{}; {} rejected, {} not eligible.",
                     report.leads.len(),
-                    if dry_run { " (dry run: nothing written)".to_string() } else { format!(": {} new, {} updated", inserted, outcomes.len() - inserted) },
+                    if dry_run {
+                        " (dry run: nothing written)".to_string()
+                    } else {
+                        format!(": {} new, {} updated", inserted, outcomes.len() - inserted)
+                    },
                     report.rejected.len(),
                     report.ineligible.len()
                 );
@@ -713,7 +1045,10 @@ async fn airtable(app: &App, command: AirtableCommand, json: bool) -> Result<Exi
                 if pending.is_empty() {
                     break;
                 }
-                let updates: Vec<_> = pending.iter().map(|p| client.sent_writeback(p.source_ref.clone(), p.sent_at.date_naive())).collect();
+                let updates: Vec<_> = pending
+                    .iter()
+                    .map(|p| client.sent_writeback(p.source_ref.clone(), p.sent_at.date_naive()))
+                    .collect();
                 total += client.write_back(&updates).await?;
                 let ids: Vec<_> = pending.iter().map(|p| p.delivery_id).collect();
                 app.store.mark_written_back(&ids, SystemClock.now()).await?;

@@ -14,7 +14,10 @@ pub fn table(header: &[&str]) -> Table {
 
 /// Prints a JSON value on stdout, pretty.
 pub fn print_json(value: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
 }
 
 /// Formats an instant for tables.

@@ -21,7 +21,10 @@ use crate::summary::Summary;
 
 const MARKER: &str = ".engager-quickstart";
 const LEADS: &str = include_str!("../../../examples/leads.csv");
-const CAMPAIGNS: &[(&str, &str)] = &[("spring-outreach.toml", include_str!("../../../examples/campaigns/spring-outreach.toml"))];
+const CAMPAIGNS: &[(&str, &str)] = &[(
+    "spring-outreach.toml",
+    include_str!("../../../examples/campaigns/spring-outreach.toml"),
+)];
 
 /// `engager quickstart`
 #[derive(Debug, Args)]
@@ -43,19 +46,30 @@ pub struct QuickstartArgs {
 fn config_text(dir: &Path) -> String {
     let _ = dir;
     include_str!("../../../config/engager.example.toml")
-        .replace("change-me-to-a-long-random-string", "quickstart-demo-secret-not-for-production")
+        .replace(
+            "change-me-to-a-long-random-string",
+            "quickstart-demo-secret-not-for-production",
+        )
         .replace("level = \"warn\"", "level = \"error\"")
 }
 
 fn prepare_dir(dir: &Path) -> Result<()> {
     if dir.exists() {
         if !dir.join(MARKER).exists() {
-            bail!("{} exists and was not made by `engager quickstart`; choose another --dir", dir.display());
+            bail!(
+                "{} exists and was not made by `engager quickstart`; choose another --dir",
+                dir.display()
+            );
         }
-        std::fs::remove_dir_all(dir).with_context(|| format!("removing the earlier quickstart in {}", dir.display()))?;
+        std::fs::remove_dir_all(dir)
+            .with_context(|| format!("removing the earlier quickstart in {}", dir.display()))?;
     }
-    std::fs::create_dir_all(dir.join("campaigns")).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::write(dir.join(MARKER), "made by engager quickstart; safe to delete\n")?;
+    std::fs::create_dir_all(dir.join("campaigns"))
+        .with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(
+        dir.join(MARKER),
+        "made by engager quickstart; safe to delete\n",
+    )?;
     std::fs::write(dir.join("leads.csv"), LEADS)?;
     for (name, text) in CAMPAIGNS {
         std::fs::write(dir.join("campaigns").join(name), text)?;
@@ -67,7 +81,9 @@ fn prepare_dir(dir: &Path) -> Result<()> {
 /// Runs the quickstart.
 pub async fn run(args: QuickstartArgs, json: bool) -> Result<ExitCode> {
     let started = Instant::now();
-    let start: DateTime<Utc> = DateTime::parse_from_rfc3339(&args.start).with_context(|| format!("--start {:?}: expected RFC 3339", args.start))?.with_timezone(&Utc);
+    let start: DateTime<Utc> = DateTime::parse_from_rfc3339(&args.start)
+        .with_context(|| format!("--start {:?}: expected RFC 3339", args.start))?
+        .with_timezone(&Utc);
     prepare_dir(&args.dir)?;
     let config_path = args.dir.join("engager.toml");
     let (settings, mut engine) = settings::load_engine(Some(&config_path))?;
@@ -80,24 +96,50 @@ pub async fn run(args: QuickstartArgs, json: bool) -> Result<ExitCode> {
         add_campaign(store.as_ref(), &args.dir.join("campaigns").join(name)).await?;
     }
     let catalog = Catalog::load(store.as_ref()).await?;
-    let leads = store.lead_ids(&LeadFilter { active_only: true, ..Default::default() }).await?;
+    let leads = store
+        .lead_ids(&LeadFilter {
+            active_only: true,
+            ..Default::default()
+        })
+        .await?;
     for campaign in catalog.all() {
         store.enroll(campaign.id, &leads, start).await?;
     }
     let outbox = settings.outbox_dir(&args.dir);
     let channels = channel_set(&engine, &outbox);
-    let options = SimulationOptions { start, duration: Duration::days(i64::from(args.days)), tick: Duration::minutes(15), seed: args.seed, model: EngagementModel::default() };
+    let options = SimulationOptions {
+        start,
+        duration: Duration::days(i64::from(args.days)),
+        tick: Duration::minutes(15),
+        seed: args.seed,
+        model: EngagementModel::default(),
+    };
 
-    let bar = if json { ProgressBar::hidden() } else { ProgressBar::new(1) };
-    bar.set_style(ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} ticks ({msg})").unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> "));
+    let bar = if json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(1)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} ticks ({msg})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
     bar.set_prefix(format!("Simulating {} days", args.days));
-    let report = simulate(store.as_ref(), &catalog, &engine, &channels, &options, |done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
-        if done % 96 == 0 {
-            bar.set_message(format!("day {}", done / 96));
-        }
-    })
+    let report = simulate(
+        store.as_ref(),
+        &catalog,
+        &engine,
+        &channels,
+        &options,
+        |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+            if done % 96 == 0 {
+                bar.set_message(format!("day {}", done / 96));
+            }
+        },
+    )
     .await?;
     bar.finish_and_clear();
 
@@ -126,23 +168,39 @@ pub async fn run(args: QuickstartArgs, json: bool) -> Result<ExitCode> {
         );
         let mut rejected = table(&["Line", "Field", "Reason"]);
         for r in &imported.parsed.rejected {
-            rejected.add_row(vec![r.line.to_string(), r.field.clone().unwrap_or_else(|| "-".into()), r.reason.clone()]);
+            rejected.add_row(vec![
+                r.line.to_string(),
+                r.field.clone().unwrap_or_else(|| "-".into()),
+                r.reason.clone(),
+            ]);
         }
         println!("{rejected}");
         println!(
             "Simulated {} to {} ({} ticks of 15 min, seed {}): {} deliveries planned, {} sent.",
             start.format("%a %Y-%m-%d"),
-            report.end.map(|e| e.format("%a %Y-%m-%d").to_string()).unwrap_or_default(),
+            report
+                .end
+                .map(|e| e.format("%a %Y-%m-%d").to_string())
+                .unwrap_or_default(),
             report.ticks,
             args.seed,
             report.planned,
             report.sent
         );
         println!("{}", summary.render());
-        println!("Outbox: {} (email/*.eml, sms/*.json, linkedin/*.json)", outbox.display());
-        println!("Explore: engager --config {} explain <lead id or email>", config_path.display());
+        println!(
+            "Outbox: {} (email/*.eml, sms/*.json, linkedin/*.json)",
+            outbox.display()
+        );
+        println!(
+            "Explore: engager --config {} explain <lead id or email>",
+            config_path.display()
+        );
         println!("         engager --config {} status", config_path.display());
     }
-    eprintln!("Quickstart finished in {:.1} s.", started.elapsed().as_secs_f64());
+    eprintln!(
+        "Quickstart finished in {:.1} s.",
+        started.elapsed().as_secs_f64()
+    );
     Ok(ExitCode::SUCCESS)
 }

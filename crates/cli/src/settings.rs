@@ -64,7 +64,9 @@ fn default_store_url() -> String {
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        Self { url: default_store_url() }
+        Self {
+            url: default_store_url(),
+        }
     }
 }
 
@@ -126,7 +128,13 @@ pub struct TimingSettings {
 
 impl Default for TimingSettings {
     fn default() -> Self {
-        Self { default_time_zone: "America/New_York".into(), max_jitter_minutes: 90, sms_start_hour: 8, sms_end_hour: 21, max_sms_segments: 3 }
+        Self {
+            default_time_zone: "America/New_York".into(),
+            max_jitter_minutes: 90,
+            sms_start_hour: 8,
+            sms_end_hour: 21,
+            max_sms_segments: 3,
+        }
     }
 }
 
@@ -142,7 +150,10 @@ pub struct FrequencySettings {
 
 impl Default for FrequencySettings {
     fn default() -> Self {
-        Self { min_gap_hours: 48, max_per_week: 3 }
+        Self {
+            min_gap_hours: 48,
+            max_per_week: 3,
+        }
     }
 }
 
@@ -166,7 +177,14 @@ pub struct DispatchSettings {
 
 impl Default for DispatchSettings {
     fn default() -> Self {
-        Self { batch_size: 500, lease_seconds: 300, max_attempts: 5, retry_base_seconds: 60, retry_max_seconds: 3600, worker_id: None }
+        Self {
+            batch_size: 500,
+            lease_seconds: 300,
+            max_attempts: 5,
+            retry_base_seconds: 60,
+            retry_max_seconds: 3600,
+            worker_id: None,
+        }
     }
 }
 
@@ -182,7 +200,10 @@ pub struct ChannelSettings {
 
 impl Default for ChannelSettings {
     fn default() -> Self {
-        Self { enabled: vec!["email".into(), "sms".into(), "linkedin".into()], outbox_dir: "outbox".into() }
+        Self {
+            enabled: vec!["email".into(), "sms".into(), "linkedin".into()],
+            outbox_dir: "outbox".into(),
+        }
     }
 }
 
@@ -198,7 +219,10 @@ pub struct TelemetrySettings {
 
 impl Default for TelemetrySettings {
     fn default() -> Self {
-        Self { format: "text".into(), level: "warn".into() }
+        Self {
+            format: "text".into(),
+            level: "warn".into(),
+        }
     }
 }
 
@@ -222,7 +246,10 @@ pub fn load(path: Option<&Path>) -> Result<Settings> {
     match path {
         Some(p) => {
             if !p.exists() {
-                return Err(anyhow!("configuration file {} does not exist (run `engager init` to create one)", p.display()));
+                return Err(anyhow!(
+                    "configuration file {} does not exist (run `engager init` to create one)",
+                    p.display()
+                ));
             }
             figment = figment.merge(Toml::file_exact(p));
         }
@@ -234,9 +261,15 @@ pub fn load(path: Option<&Path>) -> Result<Settings> {
     }
     // Only ENGAGER_SECTION__KEY variables are settings; others (ENGAGER_CONFIG, test
     // variables) are not and must not be read as unknown keys.
-    figment = figment.merge(Env::prefixed("ENGAGER_").filter(|k| k.as_str().contains("__")).split("__"));
+    figment = figment.merge(
+        Env::prefixed("ENGAGER_")
+            .filter(|k| k.as_str().contains("__"))
+            .split("__"),
+    );
     let origin = path.map_or_else(|| "engager.toml".to_owned(), |p| p.display().to_string());
-    let settings: Settings = figment.extract().map_err(|e| anyhow!(describe_figment(e, &origin)))?;
+    let settings: Settings = figment
+        .extract()
+        .map_err(|e| anyhow!(describe_figment(e, &origin)))?;
     Ok(settings)
 }
 
@@ -244,8 +277,16 @@ fn describe_figment(error: figment::Error, origin: &str) -> String {
     error
         .into_iter()
         .map(|e| {
-            let key = if e.path.is_empty() { String::new() } else { format!(" at key `{}`", e.path.join(".")) };
-            let source = e.metadata.as_ref().and_then(|m| m.source.as_ref()).map_or_else(|| origin.to_owned(), |s| s.to_string());
+            let key = if e.path.is_empty() {
+                String::new()
+            } else {
+                format!(" at key `{}`", e.path.join("."))
+            };
+            let source = e
+                .metadata
+                .as_ref()
+                .and_then(|m| m.source.as_ref())
+                .map_or_else(|| origin.to_owned(), |s| s.to_string());
             format!("invalid configuration{key} ({source}): {}", e.kind)
         })
         .collect::<Vec<_>>()
@@ -255,18 +296,22 @@ fn describe_figment(error: figment::Error, origin: &str) -> String {
 impl Settings {
     /// The engine's view of the settings, parsed into domain types; errors name the key.
     pub fn engine_config(&self) -> Result<EngineConfig> {
-        let email = EmailAddress::parse(&self.sender.email).map_err(|e| anyhow!("invalid configuration at key `sender.email`: {e}"))?;
+        let email = EmailAddress::parse(&self.sender.email)
+            .map_err(|e| anyhow!("invalid configuration at key `sender.email`: {e}"))?;
         if self.sender.postal_address.trim().is_empty() {
             return Err(anyhow!("invalid configuration at key `sender.postal_address`: a postal address is required in every commercial email (CAN-SPAM)"));
         }
-        if !self.links.public_base_url.starts_with("https://") && !self.links.public_base_url.starts_with("http://localhost") {
+        if !self.links.public_base_url.starts_with("https://")
+            && !self.links.public_base_url.starts_with("http://localhost")
+        {
             return Err(anyhow!("invalid configuration at key `links.public_base_url`: expected an https:// URL, got {:?}", self.links.public_base_url));
         }
         let secret = self.links.secret.expose_secret();
         if secret.len() < 16 {
             return Err(anyhow!("invalid configuration at key `links.secret`: use at least 16 characters (engager init generates one)"));
         }
-        let zone = TimeZone::parse(&self.timing.default_time_zone).map_err(|e| anyhow!("invalid configuration at key `timing.default_time_zone`: {e}"))?;
+        let zone = TimeZone::parse(&self.timing.default_time_zone)
+            .map_err(|e| anyhow!("invalid configuration at key `timing.default_time_zone`: {e}"))?;
         if self.timing.sms_start_hour >= self.timing.sms_end_hour || self.timing.sms_end_hour > 24 {
             return Err(anyhow!("invalid configuration at keys `timing.sms_start_hour`/`timing.sms_end_hour`: need start < end <= 24"));
         }
@@ -277,29 +322,46 @@ impl Settings {
             .channels
             .enabled
             .iter()
-            .map(|c| c.parse::<Channel>().map_err(|e| anyhow!("invalid configuration at key `channels.enabled`: {e}")))
+            .map(|c| {
+                c.parse::<Channel>()
+                    .map_err(|e| anyhow!("invalid configuration at key `channels.enabled`: {e}"))
+            })
             .collect::<Result<Vec<_>>>()?;
         if self.dispatch.batch_size == 0 {
-            return Err(anyhow!("invalid configuration at key `dispatch.batch_size`: must be at least 1"));
+            return Err(anyhow!(
+                "invalid configuration at key `dispatch.batch_size`: must be at least 1"
+            ));
         }
         if self.dispatch.max_attempts == 0 {
-            return Err(anyhow!("invalid configuration at key `dispatch.max_attempts`: must be at least 1"));
+            return Err(anyhow!(
+                "invalid configuration at key `dispatch.max_attempts`: must be at least 1"
+            ));
         }
         if !matches!(self.telemetry.format.as_str(), "text" | "json") {
             return Err(anyhow!("invalid configuration at key `telemetry.format`: expected \"text\" or \"json\", got {:?}", self.telemetry.format));
         }
         let worker_id = self.dispatch.worker_id.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "host".into());
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "host".into());
             format!("{host}-{}", std::process::id())
         });
         Ok(EngineConfig {
-            sender: Sender { name: self.sender.name.clone(), email, postal_address: self.sender.postal_address.clone(), sms_from: self.sender.sms_from.clone() },
+            sender: Sender {
+                name: self.sender.name.clone(),
+                email,
+                postal_address: self.sender.postal_address.clone(),
+                sms_from: self.sender.sms_from.clone(),
+            },
             sender_company: self.sender.company.clone(),
             public_base_url: self.links.public_base_url.clone(),
             unsubscribe_mailto: self.links.unsubscribe_mailto.clone(),
             link_secret: secret.as_bytes().to_vec(),
             default_time_zone: zone,
-            frequency: FrequencyPolicy { min_gap: Duration::hours(i64::from(self.frequency.min_gap_hours)), max_per_week: self.frequency.max_per_week },
+            frequency: FrequencyPolicy {
+                min_gap: Duration::hours(i64::from(self.frequency.min_gap_hours)),
+                max_per_week: self.frequency.max_per_week,
+            },
             max_jitter: Duration::minutes(i64::from(self.timing.max_jitter_minutes)),
             sms_quiet_start_hour: self.timing.sms_start_hour,
             sms_quiet_end_hour: self.timing.sms_end_hour,
@@ -326,7 +388,9 @@ impl Settings {
     /// The store URL, a relative SQLite path resolved against the configuration file's folder.
     pub fn store_url(&self, config_dir: &Path) -> String {
         match self.store.url.strip_prefix("sqlite:") {
-            Some(path) if path != ":memory:" && !Path::new(path).is_absolute() => format!("sqlite:{}", config_dir.join(path).display()),
+            Some(path) if path != ":memory:" && !Path::new(path).is_absolute() => {
+                format!("sqlite:{}", config_dir.join(path).display())
+            }
             _ => self.store.url.clone(),
         }
     }
@@ -335,7 +399,9 @@ impl Settings {
 /// Loads and validates, for commands that need the engine.
 pub fn load_engine(path: Option<&Path>) -> Result<(Settings, EngineConfig)> {
     let settings = load(path)?;
-    let engine = settings.engine_config().context("checking the configuration")?;
+    let engine = settings
+        .engine_config()
+        .context("checking the configuration")?;
     Ok((settings, engine))
 }
 
@@ -353,16 +419,32 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
         let dir = tempfile::tempdir().unwrap();
-        let example = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/engager.example.toml")).unwrap();
+        let example = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/engager.example.toml"),
+        )
+        .unwrap();
         let typo = dir.path().join("typo.toml");
         std::fs::write(&typo, example.replace("max_per_week", "max_per_wek")).unwrap();
         let err = load(Some(&typo)).unwrap_err().to_string();
-        assert!(err.contains("max_per_wek") && err.contains("frequency"), "{err}");
+        assert!(
+            err.contains("max_per_wek") && err.contains("frequency"),
+            "{err}"
+        );
         let bad = dir.path().join("bad.toml");
-        std::fs::write(&bad, example.replace("email = \"maya@", "email = \"maya at ")).unwrap();
-        let err = load(Some(&bad)).unwrap().engine_config().unwrap_err().to_string();
+        std::fs::write(
+            &bad,
+            example.replace("email = \"maya@", "email = \"maya at "),
+        )
+        .unwrap();
+        let err = load(Some(&bad))
+            .unwrap()
+            .engine_config()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("sender.email"), "{err}");
-        let err = load(Some(&dir.path().join("missing.toml"))).unwrap_err().to_string();
+        let err = load(Some(&dir.path().join("missing.toml")))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("does not exist"), "{err}");
     }
 
@@ -371,6 +453,9 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/engager.example.toml");
         let settings = load(Some(&path)).unwrap();
         let shown = format!("{settings:?}");
-        assert!(!shown.contains(settings.links.secret.expose_secret()), "{shown}");
+        assert!(
+            !shown.contains(settings.links.secret.expose_secret()),
+            "{shown}"
+        );
     }
 }

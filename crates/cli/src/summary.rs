@@ -33,12 +33,20 @@ impl Summary {
         let mut summary = Summary::default();
         for c in catalog.all() {
             for s in &c.steps {
-                summary.step_names.insert((c.slug.clone(), s.index), s.name.clone());
+                summary
+                    .step_names
+                    .insert((c.slug.clone(), s.index), s.name.clone());
             }
         }
         for row in store.step_summary().await? {
-            let counts = summary.rows.entry((row.campaign, row.step_index, row.channel)).or_default();
-            let (kind, name) = row.metric.split_once(':').unwrap_or((row.metric.as_str(), ""));
+            let counts = summary
+                .rows
+                .entry((row.campaign, row.step_index, row.channel))
+                .or_default();
+            let (kind, name) = row
+                .metric
+                .split_once(':')
+                .unwrap_or((row.metric.as_str(), ""));
             match kind {
                 "delivery" => {
                     counts.planned += row.count;
@@ -49,7 +57,9 @@ impl Summary {
                         _ => counts.pending += row.count,
                     }
                 }
-                "skipped" | "stopped" => *counts.skipped.entry(format!("{kind}: {name}")).or_default() += row.count,
+                "skipped" | "stopped" => {
+                    *counts.skipped.entry(format!("{kind}: {name}")).or_default() += row.count
+                }
                 "event" => *counts.events.entry(name.to_owned()).or_default() += row.count,
                 _ => {}
             }
@@ -63,11 +73,30 @@ impl Summary {
 
     /// The summary as a table, and the skip reasons below it.
     pub fn render(&self) -> String {
-        let mut t = table(&["Campaign", "Step", "Channel", "Planned", "Sent", "Pending", "Cancelled", "Failed", "Skipped", "Opened", "Clicked", "Replied", "Bounced", "Unsub"]);
+        let mut t = table(&[
+            "Campaign",
+            "Step",
+            "Channel",
+            "Planned",
+            "Sent",
+            "Pending",
+            "Cancelled",
+            "Failed",
+            "Skipped",
+            "Opened",
+            "Clicked",
+            "Replied",
+            "Bounced",
+            "Unsub",
+        ]);
         let mut reasons = table(&["Campaign", "Step", "Skipped / stopped because", "Count"]);
         let mut any_reason = false;
         for ((campaign, step, channel), c) in &self.rows {
-            let name = self.step_names.get(&(campaign.clone(), *step)).cloned().unwrap_or_default();
+            let name = self
+                .step_names
+                .get(&(campaign.clone(), *step))
+                .cloned()
+                .unwrap_or_default();
             let skipped: u64 = c.skipped.values().sum();
             t.add_row(vec![
                 campaign.clone(),
@@ -87,7 +116,12 @@ impl Summary {
             ]);
             for (reason, n) in &c.skipped {
                 any_reason = true;
-                reasons.add_row(vec![campaign.clone(), format!("{} {}", step + 1, name), reason.clone(), n.to_string()]);
+                reasons.add_row(vec![
+                    campaign.clone(),
+                    format!("{} {}", step + 1, name),
+                    reason.clone(),
+                    n.to_string(),
+                ]);
             }
         }
         if any_reason {

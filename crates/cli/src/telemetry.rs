@@ -6,10 +6,18 @@ use tracing_subscriber::{fmt, EnvFilter};
 /// Installs the global subscriber. `RUST_LOG` overrides the configured level.
 pub fn init(format: &str, level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
     // A second init (tests, reload) is harmless: the first subscriber stays.
     let _ = if format == "json" {
-        builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init()
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init()
     } else {
         builder.compact().try_init()
     };

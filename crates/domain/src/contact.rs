@@ -333,7 +333,9 @@ mod tests {
     #[test]
     fn emails_are_normalized_and_checked() {
         assert_eq!(
-            EmailAddress::parse("  Jane.Doe@Example.COM ").unwrap().as_str(),
+            EmailAddress::parse("  Jane.Doe@Example.COM ")
+                .unwrap()
+                .as_str(),
             "jane.doe@example.com"
         );
         for bad in [
@@ -347,7 +349,10 @@ mod tests {
             "jane..d@x.com",
             "jane@-x.com",
         ] {
-            assert!(EmailAddress::parse(bad).is_err(), "{bad:?} should be rejected");
+            assert!(
+                EmailAddress::parse(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
         }
     }
 

@@ -33,7 +33,11 @@ pub struct Hold {
 impl FrequencyPolicy {
     /// The earliest instant at or after `now` at which one more touch fits the budget, given
     /// the lead's other touches (sent and already scheduled). `Ok(())` means `now` fits.
-    pub fn earliest_touch(&self, touches: &[DateTime<Utc>], now: DateTime<Utc>) -> Result<(), Hold> {
+    pub fn earliest_touch(
+        &self,
+        touches: &[DateTime<Utc>],
+        now: DateTime<Utc>,
+    ) -> Result<(), Hold> {
         let mut sorted: Vec<DateTime<Utc>> = touches.to_vec();
         sorted.sort();
         let mut at = now;
@@ -51,8 +55,10 @@ impl FrequencyPolicy {
         }
         let week = Duration::days(7);
         loop {
-            let in_window: Vec<&DateTime<Utc>> =
-                sorted.iter().filter(|t| **t > at - week && **t <= at).collect();
+            let in_window: Vec<&DateTime<Utc>> = sorted
+                .iter()
+                .filter(|t| **t > at - week && **t <= at)
+                .collect();
             if (in_window.len() as u32) < self.max_per_week {
                 break;
             }
@@ -85,9 +91,15 @@ mod tests {
 
     #[test]
     fn gap_and_cap() {
-        let p = FrequencyPolicy { min_gap: Duration::hours(48), max_per_week: 2 };
+        let p = FrequencyPolicy {
+            min_gap: Duration::hours(48),
+            max_per_week: 2,
+        };
         assert!(p.earliest_touch(&[], at(0)).is_ok());
-        assert_eq!(p.earliest_touch(&[at(0)], at(10)).unwrap_err().until, at(48));
+        assert_eq!(
+            p.earliest_touch(&[at(0)], at(10)).unwrap_err().until,
+            at(48)
+        );
         assert!(p.earliest_touch(&[at(0)], at(48)).is_ok());
         let hold = p.earliest_touch(&[at(0), at(50)], at(100)).unwrap_err();
         assert_eq!(hold.until, at(168));

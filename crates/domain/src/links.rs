@@ -55,12 +55,21 @@ mod tests {
     #[test]
     fn tokens_verify_only_for_their_lead_purpose_and_secret() {
         let t = lead_token(b"secret", "unsubscribe", LeadId(42));
-        assert_eq!(verify_lead_token(b"secret", "unsubscribe", &t), Some(LeadId(42)));
+        assert_eq!(
+            verify_lead_token(b"secret", "unsubscribe", &t),
+            Some(LeadId(42))
+        );
         assert_eq!(verify_lead_token(b"other", "unsubscribe", &t), None);
         assert_eq!(verify_lead_token(b"secret", "click", &t), None);
         let mut forged = URL_SAFE_NO_PAD.decode(&t).unwrap();
         forged[7] ^= 1; // point the token at lead 43, keeping the tag
-        assert_eq!(verify_lead_token(b"secret", "unsubscribe", &URL_SAFE_NO_PAD.encode(forged)), None);
-        assert_eq!(verify_lead_token(b"secret", "unsubscribe", "not-a-token"), None);
+        assert_eq!(
+            verify_lead_token(b"secret", "unsubscribe", &URL_SAFE_NO_PAD.encode(forged)),
+            None
+        );
+        assert_eq!(
+            verify_lead_token(b"secret", "unsubscribe", "not-a-token"),
+            None
+        );
     }
 }

@@ -80,7 +80,10 @@ mod tests {
         assert_eq!(sms_segments(&"a".repeat(306)).segments, 2);
         assert_eq!(sms_segments(&"a".repeat(307)).segments, 3);
         let euro = sms_segments(&"€".repeat(80));
-        assert_eq!((euro.encoding, euro.units, euro.segments), (SmsEncoding::Gsm7, 160, 1));
+        assert_eq!(
+            (euro.encoding, euro.units, euro.segments),
+            (SmsEncoding::Gsm7, 160, 1)
+        );
         let emoji = sms_segments("Hi 👋");
         assert_eq!(emoji.encoding, SmsEncoding::Ucs2);
         assert_eq!(emoji.units, 5);

@@ -131,7 +131,8 @@ pub fn next_send_slot(
             let start = open.max(earliest);
             if start < close {
                 let room = (close - start - Duration::seconds(1)).min(max_jitter);
-                let offset_ms = (room.num_milliseconds().max(0) as f64 * jitter.clamp(0.0, 1.0)) as i64;
+                let offset_ms =
+                    (room.num_milliseconds().max(0) as f64 * jitter.clamp(0.0, 1.0)) as i64;
                 let slot = start + Duration::milliseconds(offset_ms);
                 if window.contains(tz, slot) {
                     return slot;
@@ -189,7 +190,13 @@ mod tests {
         let w = SendWindow::business_hours();
         let berlin = TimeZone::parse("Europe/Berlin").unwrap();
         // Friday 2026-03-06 18:00 Berlin = 17:00Z.
-        let slot = next_send_slot(&w, berlin, utc("2026-03-06T17:00:00Z"), 0.0, Duration::zero());
+        let slot = next_send_slot(
+            &w,
+            berlin,
+            utc("2026-03-06T17:00:00Z"),
+            0.0,
+            Duration::zero(),
+        );
         assert_eq!(slot, utc("2026-03-09T08:00:00Z"));
     }
 
@@ -213,7 +220,10 @@ mod tests {
 
     #[test]
     fn window_validation() {
-        assert_eq!(SendWindow::new(&[], t(9, 0), t(17, 0)), Err(WindowError::NoDays));
+        assert_eq!(
+            SendWindow::new(&[], t(9, 0), t(17, 0)),
+            Err(WindowError::NoDays)
+        );
         assert!(SendWindow::new(&["mon"], t(17, 0), t(9, 0)).is_err());
         assert!(SendWindow::new(&["funday"], t(9, 0), t(17, 0)).is_err());
     }

@@ -76,12 +76,20 @@ pub struct GateResult {
 impl GateResult {
     /// A passed gate.
     pub fn pass(gate: Gate, reason: impl Into<String>) -> Self {
-        Self { gate, passed: true, reason: reason.into() }
+        Self {
+            gate,
+            passed: true,
+            reason: reason.into(),
+        }
     }
 
     /// A failed gate.
     pub fn fail(gate: Gate, reason: impl Into<String>) -> Self {
-        Self { gate, passed: false, reason: reason.into() }
+        Self {
+            gate,
+            passed: false,
+            reason: reason.into(),
+        }
     }
 }
 

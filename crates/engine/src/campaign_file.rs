@@ -80,7 +80,11 @@ fn parse_time(origin: &str, key: &str, value: &str) -> Result<NaiveTime, Campaig
 }
 
 /// Parses a campaign file. `origin` names the file in error messages.
-pub fn parse_campaign(source: &str, origin: &str, id: CampaignId) -> Result<Campaign, CampaignFileError> {
+pub fn parse_campaign(
+    source: &str,
+    origin: &str,
+    id: CampaignId,
+) -> Result<Campaign, CampaignFileError> {
     let spec: CampaignSpec = toml::from_str(source).map_err(|e| CampaignFileError::Toml {
         origin: origin.to_owned(),
         message: e.to_string().trim_end().to_owned(),
@@ -114,7 +118,8 @@ pub fn parse_campaign(source: &str, origin: &str, id: CampaignId) -> Result<Camp
             index,
             name: s.name,
             channels,
-            delay: Duration::days(i64::from(s.delay_days)) + Duration::hours(i64::from(s.delay_hours)),
+            delay: Duration::days(i64::from(s.delay_days))
+                + Duration::hours(i64::from(s.delay_hours)),
             template: StepTemplate {
                 subject: s.subject,
                 body: s.body,
@@ -122,9 +127,11 @@ pub fn parse_campaign(source: &str, origin: &str, id: CampaignId) -> Result<Camp
             },
         });
     }
-    Campaign::new(id, spec.slug, spec.name, steps, window).map_err(|source| CampaignFileError::Campaign {
-        origin: origin.to_owned(),
-        source,
+    Campaign::new(id, spec.slug, spec.name, steps, window).map_err(|source| {
+        CampaignFileError::Campaign {
+            origin: origin.to_owned(),
+            source,
+        }
     })
 }
 
@@ -163,16 +170,30 @@ body = "Hi again"
     #[test]
     fn errors_name_the_file_and_key() {
         let unknown = GOOD.replace("delay_days = 3", "delay_dayz = 3");
-        let e = parse_campaign(&unknown, "intro.toml", CampaignId(1)).unwrap_err().to_string();
-        assert!(e.starts_with("intro.toml:") && e.contains("delay_dayz"), "{e}");
+        let e = parse_campaign(&unknown, "intro.toml", CampaignId(1))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("intro.toml:") && e.contains("delay_dayz"),
+            "{e}"
+        );
         let bad_channel = GOOD.replace("\"sms\"", "\"fax\"");
-        let e = parse_campaign(&bad_channel, "intro.toml", CampaignId(1)).unwrap_err().to_string();
+        let e = parse_campaign(&bad_channel, "intro.toml", CampaignId(1))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("steps[2].channels") && e.contains("fax"), "{e}");
         let bad_time = GOOD.replace("12:00", "noon");
-        let e = parse_campaign(&bad_time, "intro.toml", CampaignId(1)).unwrap_err().to_string();
+        let e = parse_campaign(&bad_time, "intro.toml", CampaignId(1))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("window.end"), "{e}");
         let no_subject = GOOD.replace("subject = \"Hi {{ lead.first_name }}\"\n", "");
-        let e = parse_campaign(&no_subject, "intro.toml", CampaignId(1)).unwrap_err().to_string();
-        assert!(e.contains("step 1 (first): an email step needs a subject"), "{e}");
+        let e = parse_campaign(&no_subject, "intro.toml", CampaignId(1))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("step 1 (first): an email step needs a subject"),
+            "{e}"
+        );
     }
 }

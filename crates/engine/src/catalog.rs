@@ -40,11 +40,32 @@ impl Catalog {
         let mut campaigns = HashMap::new();
         let mut templates = Templates::new();
         for record in store.campaigns().await? {
-            let campaign = parse_campaign(&record.definition, &format!("campaign {}", record.slug), record.id)?;
+            let campaign = parse_campaign(
+                &record.definition,
+                &format!("campaign {}", record.slug),
+                record.id,
+            )?;
             compile(&mut templates, &campaign)?;
             campaigns.insert(record.id, campaign);
         }
-        Ok(Self { campaigns, templates })
+        Ok(Self {
+            campaigns,
+            templates,
+        })
+    }
+
+    /// A catalog of the given campaigns (used by tests and benchmarks).
+    pub fn from_campaigns(list: Vec<Campaign>) -> Result<Self, CatalogError> {
+        let mut templates = Templates::new();
+        let mut campaigns = HashMap::new();
+        for campaign in list {
+            compile(&mut templates, &campaign)?;
+            campaigns.insert(campaign.id, campaign);
+        }
+        Ok(Self {
+            campaigns,
+            templates,
+        })
     }
 
     /// A campaign by id.

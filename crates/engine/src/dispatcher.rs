@@ -15,7 +15,9 @@ use engager_channels::email::message_id;
 use engager_channels::{ChannelSender, DeliveryError, OutgoingMessage, Unsubscribe};
 use engager_domain::timing::next_send_slot;
 use engager_domain::{stable_hash, unit_fraction, CampaignId, Channel, DeliveryId, LeadId};
-use engager_store::{DeliveryRecord, FollowUp, Recovered, SendOutcome, Store, StoreError, SuppressionKey};
+use engager_store::{
+    DeliveryRecord, FollowUp, Recovered, SendOutcome, Store, StoreError, SuppressionKey,
+};
 use tracing::{debug, info, warn};
 
 use crate::planner::{sms_window, unsubscribe_url};
@@ -104,14 +106,31 @@ pub struct Dispatcher<'a> {
 
 impl<'a> Dispatcher<'a> {
     /// A dispatcher.
-    pub fn new(store: &'a dyn Store, catalog: &'a Catalog, config: &'a EngineConfig, channels: &'a ChannelSet) -> Self {
-        Self { store, catalog, config, channels }
+    pub fn new(
+        store: &'a dyn Store,
+        catalog: &'a Catalog,
+        config: &'a EngineConfig,
+        channels: &'a ChannelSet,
+    ) -> Self {
+        Self {
+            store,
+            catalog,
+            config,
+            channels,
+        }
     }
 
     /// Recovers expired leases, then claims and sends everything due at `now` (at most
     /// `limit` rows). In a dry run, lists what is due without claiming or sending.
-    pub async fn dispatch_due(&self, now: DateTime<Utc>, limit: Option<usize>) -> Result<DispatchReport, StoreError> {
-        let mut report = DispatchReport { recovered: self.store.recover_expired_leases(now).await?, ..Default::default() };
+    pub async fn dispatch_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: Option<usize>,
+    ) -> Result<DispatchReport, StoreError> {
+        let mut report = DispatchReport {
+            recovered: self.store.recover_expired_leases(now).await?,
+            ..Default::default()
+        };
         if report.recovered.unknown > 0 {
             warn!(count = report.recovered.unknown, "Deliveries whose send was interrupted are now unknown; see `engager outbox list --state unknown`.");
         }
@@ -121,7 +140,10 @@ impl<'a> Dispatcher<'a> {
                 break;
             }
             let batch = remaining.map_or(self.config.batch_size, |r| r.min(self.config.batch_size));
-            let claimed = self.store.claim_due_deliveries(now, batch, &self.config.worker_id, self.config.lease).await?;
+            let claimed = self
+                .store
+                .claim_due_deliveries(now, batch, &self.config.worker_id, self.config.lease)
+                .await?;
             if claimed.is_empty() {
                 break;
             }
@@ -133,53 +155,94 @@ impl<'a> Dispatcher<'a> {
         Ok(report)
     }
 
-    async fn dispatch_one(&self, d: DeliveryRecord, now: DateTime<Utc>, report: &mut DispatchReport) -> Result<(), StoreError> {
+    async fn dispatch_one(
+        &self,
+        d: DeliveryRecord,
+        now: DateTime<Utc>,
+        report: &mut DispatchReport,
+    ) -> Result<(), StoreError> {
         let span = tracing::info_span!("delivery", delivery_id = d.id.0, lead_id = d.lead_id.0, channel = %d.channel);
         let _enter = span.enter();
         // Suppression again: an opt-out may have arrived after planning.
         let keys = match d.channel {
             Channel::Email => {
-                let domain = d.to_address.split_once('@').map(|(_, dom)| dom.to_owned()).unwrap_or_default();
-                vec![SuppressionKey::Email(d.to_address.clone()), SuppressionKey::Domain(domain)]
+                let domain = d
+                    .to_address
+                    .split_once('@')
+                    .map(|(_, dom)| dom.to_owned())
+                    .unwrap_or_default();
+                vec![
+                    SuppressionKey::Email(d.to_address.clone()),
+                    SuppressionKey::Domain(domain),
+                ]
             }
             Channel::Sms => vec![SuppressionKey::Phone(d.to_address.clone())],
             Channel::Linkedin => Vec::new(),
         };
         if let Some(hit) = self.store.suppressed(&keys).await?.into_iter().next() {
-            let reason = format!("suppressed at send time: {} {} ({})", hit.key.kind(), hit.key.value(), hit.reason);
-            self.store.cancel_claimed(d.id, d.fencing_token, &reason, now).await?;
+            let reason = format!(
+                "suppressed at send time: {} {} ({})",
+                hit.key.kind(),
+                hit.key.value(),
+                hit.reason
+            );
+            self.store
+                .cancel_claimed(d.id, d.fencing_token, &reason, now)
+                .await?;
             report.cancelled += 1;
             return Ok(());
         }
         let Some(lead) = self.store.lead(d.lead_id).await? else {
-            self.store.cancel_claimed(d.id, d.fencing_token, "the lead no longer exists", now).await?;
+            self.store
+                .cancel_claimed(d.id, d.fencing_token, "the lead no longer exists", now)
+                .await?;
             report.cancelled += 1;
             return Ok(());
         };
         let Some(campaign) = self.catalog.get(d.campaign_id) else {
-            self.store.cancel_claimed(d.id, d.fencing_token, "the campaign no longer exists", now).await?;
+            self.store
+                .cancel_claimed(d.id, d.fencing_token, "the campaign no longer exists", now)
+                .await?;
             report.cancelled += 1;
             return Ok(());
         };
         let Some(sender) = self.channels.get(d.channel) else {
             let reason = format!("channel {} is not enabled", d.channel);
-            self.store.cancel_claimed(d.id, d.fencing_token, &reason, now).await?;
+            self.store
+                .cancel_claimed(d.id, d.fencing_token, &reason, now)
+                .await?;
             report.cancelled += 1;
             return Ok(());
         };
         // SMS quiet hours are enforced at send time too, so a late row never goes out at night.
         if d.channel == Channel::Sms {
             let (zone, _) = lead.time_zone(self.config.default_time_zone);
-            let window = sms_window(campaign.window, self.config.sms_quiet_start_hour, self.config.sms_quiet_end_hour);
+            let window = sms_window(
+                campaign.window,
+                self.config.sms_quiet_start_hour,
+                self.config.sms_quiet_end_hour,
+            );
             if !window.contains(zone, now) {
                 let jitter = unit_fraction(stable_hash(&[&d.id.0.to_le_bytes(), b"quiet"]));
                 let at = next_send_slot(&window, zone, now, jitter, self.config.max_jitter);
-                self.store.release_claim(d.id, d.fencing_token, at, "held: outside the recipient's SMS hours", now).await?;
+                self.store
+                    .release_claim(
+                        d.id,
+                        d.fencing_token,
+                        at,
+                        "held: outside the recipient's SMS hours",
+                        now,
+                    )
+                    .await?;
                 report.held += 1;
                 return Ok(());
             }
         }
-        if !self.store.begin_send(d.id, d.fencing_token, now, self.config.lease).await? {
+        if !self
+            .store
+            .begin_send(d.id, d.fencing_token, now, self.config.lease)
+            .await?
+        {
             debug!("Claim lost before sending; not sending.");
             report.lost += 1;
             return Ok(());
@@ -192,7 +255,8 @@ impl<'a> Dispatcher<'a> {
             step_index: d.step_index,
             channel: d.channel,
             to: d.to_address.clone(),
-            to_name: Some(lead.display_name()).filter(|n| !n.contains('@') && !n.starts_with("lead ")),
+            to_name: Some(lead.display_name())
+                .filter(|n| !n.contains('@') && !n.starts_with("lead ")),
             subject: d.subject.clone(),
             body_text: d.body_text.clone(),
             body_html: d.body_html.clone(),
@@ -201,7 +265,11 @@ impl<'a> Dispatcher<'a> {
             sender: self.config.sender.clone(),
             unsubscribe: (d.channel == Channel::Email).then(|| Unsubscribe {
                 url: unsubscribe_url(self.config, d.lead_id),
-                mailto: self.config.unsubscribe_mailto.as_ref().map(|m| format!("mailto:{m}?subject=unsubscribe")),
+                mailto: self
+                    .config
+                    .unsubscribe_mailto
+                    .as_ref()
+                    .map(|m| format!("mailto:{m}?subject=unsubscribe")),
             }),
             due_by: (d.channel == Channel::Linkedin).then(|| now + Duration::days(3)),
         };
@@ -223,7 +291,12 @@ impl<'a> Dispatcher<'a> {
                     provider_ref: accepted.provider_ref.clone(),
                 });
                 info!(step = d.step_index + 1, "Delivery sent.");
-                (SendOutcome::Sent { provider_ref: accepted.provider_ref }, follow_up)
+                (
+                    SendOutcome::Sent {
+                        provider_ref: accepted.provider_ref,
+                    },
+                    follow_up,
+                )
             }
             Err(error) => {
                 let outcome = self.classify(&d, attempts, &error, now);
@@ -245,7 +318,11 @@ impl<'a> Dispatcher<'a> {
                 (outcome, FollowUp::Complete)
             }
         };
-        if !self.store.record_outcome(d.id, d.fencing_token, &outcome, &follow_up, now).await? {
+        if !self
+            .store
+            .record_outcome(d.id, d.fencing_token, &outcome, &follow_up, now)
+            .await?
+        {
             warn!("A newer claim owns this delivery; outcome not recorded.");
         }
         Ok(())
@@ -254,15 +331,28 @@ impl<'a> Dispatcher<'a> {
     /// Turns a channel error into the ledger's next state: retry with capped exponential
     /// backoff and full jitter (or the provider's Retry-After when longer), fail after the
     /// maximum attempts, hold ambiguous outcomes.
-    fn classify(&self, d: &DeliveryRecord, attempts: u32, error: &DeliveryError, now: DateTime<Utc>) -> SendOutcome {
+    fn classify(
+        &self,
+        d: &DeliveryRecord,
+        attempts: u32,
+        error: &DeliveryError,
+        now: DateTime<Utc>,
+    ) -> SendOutcome {
         match error {
             DeliveryError::Transient { .. } | DeliveryError::Config { .. }
-                if attempts < self.config.max_attempts || matches!(error, DeliveryError::Config { .. }) =>
+                if attempts < self.config.max_attempts
+                    || matches!(error, DeliveryError::Config { .. }) =>
             {
-                let exp = self.config.retry_base_delay * 2i32.saturating_pow(attempts.saturating_sub(1).min(20));
+                let exp = self.config.retry_base_delay
+                    * 2i32.saturating_pow(attempts.saturating_sub(1).min(20));
                 let cap = exp.min(self.config.retry_max_delay);
-                let jitter = unit_fraction(stable_hash(&[&d.id.0.to_le_bytes(), &attempts.to_le_bytes()]));
-                let mut wait = Duration::milliseconds((cap.num_milliseconds() as f64 * jitter) as i64).max(Duration::seconds(1));
+                let jitter = unit_fraction(stable_hash(&[
+                    &d.id.0.to_le_bytes(),
+                    &attempts.to_le_bytes(),
+                ]));
+                let mut wait =
+                    Duration::milliseconds((cap.num_milliseconds() as f64 * jitter) as i64)
+                        .max(Duration::seconds(1));
                 if let Some(after) = error.retry_after().and_then(|a| Duration::from_std(a).ok()) {
                     wait = wait.max(after);
                 }
@@ -270,11 +360,20 @@ impl<'a> Dispatcher<'a> {
                     // A broken account is not the recipient's fault: wait, do not burn the send.
                     wait = wait.max(Duration::minutes(15));
                 }
-                SendOutcome::Retry { at: now + wait, error: error.to_string() }
+                SendOutcome::Retry {
+                    at: now + wait,
+                    error: error.to_string(),
+                }
             }
-            DeliveryError::Transient { .. } => SendOutcome::Failed { error: format!("{error} (after {attempts} attempts)") },
-            DeliveryError::Permanent { .. } | DeliveryError::Config { .. } => SendOutcome::Failed { error: error.to_string() },
-            DeliveryError::Ambiguous { .. } => SendOutcome::Unknown { error: error.to_string() },
+            DeliveryError::Transient { .. } => SendOutcome::Failed {
+                error: format!("{error} (after {attempts} attempts)"),
+            },
+            DeliveryError::Permanent { .. } | DeliveryError::Config { .. } => SendOutcome::Failed {
+                error: error.to_string(),
+            },
+            DeliveryError::Ambiguous { .. } => SendOutcome::Unknown {
+                error: error.to_string(),
+            },
         }
     }
 }

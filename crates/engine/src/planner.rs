@@ -16,8 +16,8 @@ use engager_domain::{
     stable_hash, unit_fraction, Campaign, Channel, Gate, GateResult, Lead, LeadId, LeadStatus, Step,
 };
 use engager_store::{
-    DueEnrollment, Evaluation, GateRow, NewDelivery, PlanDecision, Store, StoreError, SuppressionKey,
-    SuppressionRecord, TraceRecord,
+    DueEnrollment, Evaluation, GateRow, NewDelivery, PlanDecision, Store, StoreError,
+    SuppressionKey, SuppressionRecord, TraceRecord,
 };
 
 use crate::{Catalog, EngineConfig};
@@ -73,12 +73,21 @@ pub struct Planner<'a> {
 impl<'a> Planner<'a> {
     /// A planner.
     pub fn new(store: &'a dyn Store, catalog: &'a Catalog, config: &'a EngineConfig) -> Self {
-        Self { store, catalog, config }
+        Self {
+            store,
+            catalog,
+            config,
+        }
     }
 
     /// Evaluates every enrollment due at `now` (at most `limit`), recording the outcomes
     /// unless `dry_run`.
-    pub async fn plan_due(&self, now: DateTime<Utc>, limit: Option<usize>, dry_run: bool) -> Result<PlanReport, StoreError> {
+    pub async fn plan_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: Option<usize>,
+        dry_run: bool,
+    ) -> Result<PlanReport, StoreError> {
         let mut report = PlanReport::default();
         let mut after = None;
         // Touches planned during this pass, so two campaigns of one lead see each other.
@@ -94,9 +103,18 @@ impl<'a> Planner<'a> {
                 break;
             }
             after = due.last().map(|d| d.enrollment.id);
-            let lead_ids: Vec<LeadId> = due.iter().map(|d| d.lead.id).collect::<HashSet<_>>().into_iter().collect();
-            let mut touches = self.store.touches(&lead_ids, now - Duration::days(7)).await?;
-            let keys: Vec<SuppressionKey> = due.iter().flat_map(|d| suppression_keys(&d.lead)).collect();
+            let lead_ids: Vec<LeadId> = due
+                .iter()
+                .map(|d| d.lead.id)
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            let mut touches = self
+                .store
+                .touches(&lead_ids, now - Duration::days(7))
+                .await?;
+            let keys: Vec<SuppressionKey> =
+                due.iter().flat_map(|d| suppression_keys(&d.lead)).collect();
             let suppressed = self.store.suppressed(&keys).await?;
             let mut evaluations = Vec::with_capacity(due.len());
             for d in &due {
@@ -109,7 +127,10 @@ impl<'a> Planner<'a> {
                 }
                 let evaluation = self.evaluate(d, campaign, lead_touches, &suppressed, now);
                 if let PlanDecision::Plan(delivery) = &evaluation.decision {
-                    fresh_touches.entry(d.lead.id).or_default().push(delivery.send_at);
+                    fresh_touches
+                        .entry(d.lead.id)
+                        .or_default()
+                        .push(delivery.send_at);
                     report.plans.push(PlannedPreview {
                         lead_id: d.lead.id,
                         campaign: campaign.slug.clone(),
@@ -117,10 +138,9 @@ impl<'a> Planner<'a> {
                         channel: delivery.channel,
                         send_at: delivery.send_at,
                         to: delivery.to_address.clone(),
-                        summary: delivery
-                            .subject
-                            .clone()
-                            .unwrap_or_else(|| delivery.body_text.lines().next().unwrap_or("").to_owned()),
+                        summary: delivery.subject.clone().unwrap_or_else(|| {
+                            delivery.body_text.lines().next().unwrap_or("").to_owned()
+                        }),
                     });
                 }
                 tally(&mut report, &evaluation);
@@ -145,7 +165,12 @@ impl<'a> Planner<'a> {
         let lead = &due.lead;
         let step_index = due.enrollment.current_step;
         let mut gates: Vec<GateResult> = Vec::new();
-        let finish = |gates: Vec<GateResult>, decision: PlanDecision, outcome: &str, code: Option<&str>, channel: Option<Channel>, at: Option<DateTime<Utc>>| Evaluation {
+        let finish = |gates: Vec<GateResult>,
+                      decision: PlanDecision,
+                      outcome: &str,
+                      code: Option<&str>,
+                      channel: Option<Channel>,
+                      at: Option<DateTime<Utc>>| Evaluation {
             trace: TraceRecord {
                 enrollment_id: due.enrollment.id,
                 campaign_id: campaign.id,
@@ -158,22 +183,53 @@ impl<'a> Planner<'a> {
                 at,
                 gates: gates
                     .into_iter()
-                    .map(|g| GateRow { gate: g.gate.as_str().to_owned(), passed: g.passed, reason: g.reason })
+                    .map(|g| GateRow {
+                        gate: g.gate.as_str().to_owned(),
+                        passed: g.passed,
+                        reason: g.reason,
+                    })
                     .collect(),
             },
             decision,
         };
         let Some(step) = campaign.step(step_index) else {
-            gates.push(GateResult::fail(Gate::Channel, format!("the campaign has no step {}", step_index + 1)));
-            return finish(gates, PlanDecision::Stop { reason: "no_such_step".into() }, "stopped", Some("no_such_step"), None, None);
+            gates.push(GateResult::fail(
+                Gate::Channel,
+                format!("the campaign has no step {}", step_index + 1),
+            ));
+            return finish(
+                gates,
+                PlanDecision::Stop {
+                    reason: "no_such_step".into(),
+                },
+                "stopped",
+                Some("no_such_step"),
+                None,
+                None,
+            );
         };
 
         // 1. Compliance: lead status and suppression list.
-        let hits: Vec<&SuppressionRecord> = suppressed.iter().filter(|s| suppression_keys(lead).contains(&s.key)).collect();
+        let hits: Vec<&SuppressionRecord> = suppressed
+            .iter()
+            .filter(|s| suppression_keys(lead).contains(&s.key))
+            .collect();
         if lead.status != LeadStatus::Active {
-            gates.push(GateResult::fail(Gate::Compliance, format!("the lead is {}", lead.status)));
+            gates.push(GateResult::fail(
+                Gate::Compliance,
+                format!("the lead is {}", lead.status),
+            ));
             let code = lead.status.as_str();
-            return finish(gates, PlanDecision::Stop { reason: code.into() }, "stopped", Some(code), None, None);
+            return finish(
+                gates,
+                PlanDecision::Stop {
+                    reason: code.into(),
+                },
+                "stopped",
+                Some(code),
+                None,
+                None,
+            );
         }
         let blocked = |channel: Channel| -> Option<String> {
             hits.iter()
@@ -182,22 +238,49 @@ impl<'a> Planner<'a> {
                     (SuppressionKey::Phone(_), Channel::Sms) => true,
                     _ => false,
                 })
-                .map(|h| format!("{} {} is suppressed ({}, {})", h.key.kind(), h.key.value(), h.reason, h.source))
+                .map(|h| {
+                    format!(
+                        "{} {} is suppressed ({}, {})",
+                        h.key.kind(),
+                        h.key.value(),
+                        h.reason,
+                        h.source
+                    )
+                })
         };
         let reachable_unsuppressed = Channel::ALL
             .iter()
             .any(|c| lead.reachable_on(*c) && blocked(*c).is_none());
         if !reachable_unsuppressed {
-            let why = hits.iter().map(|h| format!("{} {} ({})", h.key.kind(), h.key.value(), h.reason)).collect::<Vec<_>>().join("; ");
-            gates.push(GateResult::fail(Gate::Compliance, format!("every contact point is suppressed: {why}")));
-            return finish(gates, PlanDecision::Stop { reason: "suppressed".into() }, "stopped", Some("suppressed"), None, None);
+            let why = hits
+                .iter()
+                .map(|h| format!("{} {} ({})", h.key.kind(), h.key.value(), h.reason))
+                .collect::<Vec<_>>()
+                .join("; ");
+            gates.push(GateResult::fail(
+                Gate::Compliance,
+                format!("every contact point is suppressed: {why}"),
+            ));
+            return finish(
+                gates,
+                PlanDecision::Stop {
+                    reason: "suppressed".into(),
+                },
+                "stopped",
+                Some("suppressed"),
+                None,
+                None,
+            );
         }
         gates.push(GateResult::pass(
             Gate::Compliance,
             if hits.is_empty() {
                 "lead active; no contact point on the suppression list".to_owned()
             } else {
-                format!("lead active; {} suppressed contact point(s) will not be used", hits.len())
+                format!(
+                    "lead active; {} suppressed contact point(s) will not be used",
+                    hits.len()
+                )
             },
         ));
 
@@ -207,14 +290,31 @@ impl<'a> Planner<'a> {
                 Gate::Frequency,
                 format!(
                     "{} touch(es) in the last 7 days (cap {}), minimum gap {}h respected",
-                    touches.iter().filter(|t| **t > now - Duration::days(7)).count(),
+                    touches
+                        .iter()
+                        .filter(|t| **t > now - Duration::days(7))
+                        .count(),
                     self.config.frequency.max_per_week,
                     self.config.frequency.min_gap.num_hours()
                 ),
             )),
             Err(hold) => {
-                gates.push(GateResult::fail(Gate::Frequency, format!("{}; next try at {}", hold.reason, hold.until.format("%Y-%m-%d %H:%M UTC"))));
-                return finish(gates, PlanDecision::Defer { until: hold.until }, "deferred", Some("frequency"), None, Some(hold.until));
+                gates.push(GateResult::fail(
+                    Gate::Frequency,
+                    format!(
+                        "{}; next try at {}",
+                        hold.reason,
+                        hold.until.format("%Y-%m-%d %H:%M UTC")
+                    ),
+                ));
+                return finish(
+                    gates,
+                    PlanDecision::Defer { until: hold.until },
+                    "deferred",
+                    Some("frequency"),
+                    None,
+                    Some(hold.until),
+                );
             }
         }
 
@@ -239,39 +339,91 @@ impl<'a> Planner<'a> {
             }
         }
         let Some(channel) = chosen else {
-            gates.push(GateResult::fail(Gate::Channel, format!("no usable channel: {}", refused.join("; "))));
-            return finish(gates, PlanDecision::Skip { next_due }, "skipped", Some("no_channel"), None, None);
+            gates.push(GateResult::fail(
+                Gate::Channel,
+                format!("no usable channel: {}", refused.join("; ")),
+            ));
+            return finish(
+                gates,
+                PlanDecision::Skip { next_due },
+                "skipped",
+                Some("no_channel"),
+                None,
+                None,
+            );
         };
         gates.push(GateResult::pass(
             Gate::Channel,
-            if refused.is_empty() { format!("{channel} (first preference)") } else { format!("{channel} (fallback after {})", refused.join("; ")) },
+            if refused.is_empty() {
+                format!("{channel} (first preference)")
+            } else {
+                format!("{channel} (fallback after {})", refused.join("; "))
+            },
         ));
 
         // 4. Personalization.
         let (zone, zone_source) = lead.time_zone(self.config.default_time_zone);
-        let sender = SenderFacts { name: self.config.sender.name.clone(), company: self.config.sender_company.clone() };
+        let sender = SenderFacts {
+            name: self.config.sender.name.clone(),
+            company: self.config.sender_company.clone(),
+        };
         // The slot is computed before rendering so that time-of-day wording (the greeting)
         // matches the moment the lead receives the message; it is recorded as the last gate.
         let window = self.window_for(campaign, channel);
-        let jitter = unit_fraction(stable_hash(&[&lead.id.0.to_le_bytes(), &campaign.id.0.to_le_bytes(), &(step_index as u64).to_le_bytes()]));
+        let jitter = unit_fraction(stable_hash(&[
+            &lead.id.0.to_le_bytes(),
+            &campaign.id.0.to_le_bytes(),
+            &(step_index as u64).to_le_bytes(),
+        ]));
         let send_at = next_send_slot(&window, zone, now, jitter, self.config.max_jitter);
         let context = lead_context(lead, zone, send_at, &sender, step_index);
-        let rendered = match self.catalog.templates().render(&campaign.slug, step_index, &step.template, &context) {
+        let rendered = match self.catalog.templates().render(
+            &campaign.slug,
+            step_index,
+            &step.template,
+            &context,
+        ) {
             Ok(r) => r,
             Err(e) => {
                 gates.push(GateResult::fail(Gate::Personalization, e.to_string()));
-                return finish(gates, PlanDecision::Skip { next_due }, "skipped", Some("render_error"), Some(channel), None);
+                return finish(
+                    gates,
+                    PlanDecision::Skip { next_due },
+                    "skipped",
+                    Some("render_error"),
+                    Some(channel),
+                    None,
+                );
             }
         };
-        gates.push(GateResult::pass(Gate::Personalization, "template rendered with every variable resolved"));
+        gates.push(GateResult::pass(
+            Gate::Personalization,
+            "template rendered with every variable resolved",
+        ));
 
         // 5. Content: footer, opt-out wording, length, no deceptive subject.
         let content = self.compose(lead, step, channel, rendered);
-        if let Err(problems) = content_checks(&content, channel, &self.config.sender.postal_address, &self.unsubscribe_url(lead.id), self.config.max_sms_segments) {
+        if let Err(problems) = content_checks(
+            &content,
+            channel,
+            &self.config.sender.postal_address,
+            &self.unsubscribe_url(lead.id),
+            self.config.max_sms_segments,
+        ) {
             gates.push(GateResult::fail(Gate::Content, problems.join("; ")));
-            return finish(gates, PlanDecision::Skip { next_due }, "skipped", Some("content_check"), Some(channel), None);
+            return finish(
+                gates,
+                PlanDecision::Skip { next_due },
+                "skipped",
+                Some("content_check"),
+                Some(channel),
+                None,
+            );
         }
-        gates.push(GateResult::pass(Gate::Content, content_summary(&content, channel)));
+        gates.push(GateResult::pass(
+            Gate::Content,
+            content_summary(&content, channel),
+        ));
 
         // 6. Timing: the send window in the lead's own zone.
         gates.push(GateResult::pass(
@@ -281,7 +433,9 @@ impl<'a> Planner<'a> {
                 zone.name(),
                 zone_source.as_str(),
                 window.describe(),
-                send_at.with_timezone(&zone.tz()).format("%a %Y-%m-%d %H:%M")
+                send_at
+                    .with_timezone(&zone.tz())
+                    .format("%a %Y-%m-%d %H:%M")
             ),
         ));
         let to_address = match channel {
@@ -290,8 +444,22 @@ impl<'a> Planner<'a> {
             Channel::Linkedin => lead.profile.linkedin.as_ref().map(|l| l.to_string()),
         }
         .unwrap_or_default();
-        let delivery = NewDelivery { channel, send_at, to_address, subject: content.subject, body_text: content.body_text, body_html: content.body_html };
-        finish(gates, PlanDecision::Plan(delivery), "planned", None, Some(channel), Some(send_at))
+        let delivery = NewDelivery {
+            channel,
+            send_at,
+            to_address,
+            subject: content.subject,
+            body_text: content.body_text,
+            body_html: content.body_html,
+        };
+        finish(
+            gates,
+            PlanDecision::Plan(delivery),
+            "planned",
+            None,
+            Some(channel),
+            Some(send_at),
+        )
     }
 
     /// The window a channel may send in: the campaign's, narrowed to SMS quiet hours for SMS.
@@ -299,7 +467,11 @@ impl<'a> Planner<'a> {
         if channel != Channel::Sms {
             return campaign.window;
         }
-        sms_window(campaign.window, self.config.sms_quiet_start_hour, self.config.sms_quiet_end_hour)
+        sms_window(
+            campaign.window,
+            self.config.sms_quiet_start_hour,
+            self.config.sms_quiet_end_hour,
+        )
     }
 
     /// The one-click unsubscribe URL of a lead.
@@ -307,7 +479,13 @@ impl<'a> Planner<'a> {
         unsubscribe_url(self.config, lead)
     }
 
-    fn compose(&self, lead: &Lead, _step: &Step, channel: Channel, rendered: engager_ai::Rendered) -> Content {
+    fn compose(
+        &self,
+        lead: &Lead,
+        _step: &Step,
+        channel: Channel,
+        rendered: engager_ai::Rendered,
+    ) -> Content {
         let cfg = self.config;
         match channel {
             Channel::Email => {
@@ -327,7 +505,11 @@ impl<'a> Planner<'a> {
                         url
                     )
                 });
-                Content { subject: rendered.subject, body_text, body_html }
+                Content {
+                    subject: rendered.subject,
+                    body_text,
+                    body_html,
+                }
             }
             Channel::Sms => {
                 let mut body = rendered.body_text.trim().to_owned();
@@ -337,9 +519,17 @@ impl<'a> Planner<'a> {
                 if !has_stop_wording(&body) {
                     body.push_str("\nReply STOP to opt out.");
                 }
-                Content { subject: None, body_text: body, body_html: None }
+                Content {
+                    subject: None,
+                    body_text: body,
+                    body_html: None,
+                }
             }
-            Channel::Linkedin => Content { subject: None, body_text: rendered.body_text.trim().to_owned(), body_html: None },
+            Channel::Linkedin => Content {
+                subject: None,
+                body_text: rendered.body_text.trim().to_owned(),
+                body_html: None,
+            },
         }
     }
 }
@@ -357,7 +547,9 @@ pub fn unsubscribe_url(config: &EngineConfig, lead: LeadId) -> String {
 /// or after `end_hour`). When they do not overlap, the quiet-hours window on the same days wins.
 pub fn sms_window(window: SendWindow, start_hour: u32, end_hour: u32) -> SendWindow {
     let quiet_start = NaiveTime::from_hms_opt(start_hour, 0, 0).unwrap_or(NaiveTime::MIN);
-    let quiet_end = NaiveTime::from_hms_opt(end_hour.min(23), if end_hour >= 24 { 59 } else { 0 }, 0).unwrap_or(NaiveTime::MIN);
+    let quiet_end =
+        NaiveTime::from_hms_opt(end_hour.min(23), if end_hour >= 24 { 59 } else { 0 }, 0)
+            .unwrap_or(NaiveTime::MIN);
     let start = window.start().max(quiet_start);
     let end = window.end().min(quiet_end);
     let days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
@@ -383,10 +575,24 @@ pub struct Content {
 }
 
 /// Checks a composed message; the problems found, if any.
-pub fn content_checks(content: &Content, channel: Channel, postal_address: &str, unsubscribe_url: &str, max_sms_segments: usize) -> Result<(), Vec<String>> {
+pub fn content_checks(
+    content: &Content,
+    channel: Channel,
+    postal_address: &str,
+    unsubscribe_url: &str,
+    max_sms_segments: usize,
+) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
-    let texts = [Some(content.body_text.as_str()), content.subject.as_deref(), content.body_html.as_deref()];
-    if texts.iter().flatten().any(|t| t.contains("{{") || t.contains("{%")) {
+    let texts = [
+        Some(content.body_text.as_str()),
+        content.subject.as_deref(),
+        content.body_html.as_deref(),
+    ];
+    if texts
+        .iter()
+        .flatten()
+        .any(|t| t.contains("{{") || t.contains("{%"))
+    {
         problems.push("unresolved template markup".to_owned());
     }
     if content.body_text.trim().is_empty() {
@@ -418,7 +624,10 @@ pub fn content_checks(content: &Content, channel: Channel, postal_address: &str,
         Channel::Sms => {
             let seg = sms_segments(&content.body_text);
             if seg.segments > max_sms_segments {
-                problems.push(format!("{} SMS segments, more than the {max_sms_segments} allowed", seg.segments));
+                problems.push(format!(
+                    "{} SMS segments, more than the {max_sms_segments} allowed",
+                    seg.segments
+                ));
             }
             if !has_stop_wording(&content.body_text) {
                 problems.push("no STOP opt-out wording".to_owned());
@@ -450,7 +659,10 @@ fn content_summary(content: &Content, channel: Channel) -> String {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// The suppression-list keys that concern a lead.

@@ -85,9 +85,18 @@ pub struct SimulationReport {
 }
 
 /// The sandbox's answers to one sent message, at their virtual times.
-pub fn engagement_for(model: &EngagementModel, seed: u64, sent: &SentDelivery) -> Vec<(DateTime<Utc>, EventKind)> {
-    let mut rng = ChaCha8Rng::seed_from_u64(stable_hash(&[&seed.to_le_bytes(), &sent.delivery_id.0.to_le_bytes()]));
-    let at = |rng: &mut ChaCha8Rng, from_min: i64, to_min: i64| sent.sent_at + Duration::minutes(rng.gen_range(from_min..=to_min));
+pub fn engagement_for(
+    model: &EngagementModel,
+    seed: u64,
+    sent: &SentDelivery,
+) -> Vec<(DateTime<Utc>, EventKind)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(stable_hash(&[
+        &seed.to_le_bytes(),
+        &sent.delivery_id.0.to_le_bytes(),
+    ]));
+    let at = |rng: &mut ChaCha8Rng, from_min: i64, to_min: i64| {
+        sent.sent_at + Duration::minutes(rng.gen_range(from_min..=to_min))
+    };
     let mut out = Vec::new();
     match sent.channel {
         Channel::Email => {
@@ -100,12 +109,21 @@ pub fn engagement_for(model: &EngagementModel, seed: u64, sent: &SentDelivery) -
                 let opened = at(&mut rng, 5, 36 * 60);
                 out.push((opened, EventKind::Opened));
                 if rng.gen_bool(model.email_click) {
-                    out.push((opened + Duration::minutes(rng.gen_range(1..=15)), EventKind::Clicked));
+                    out.push((
+                        opened + Duration::minutes(rng.gen_range(1..=15)),
+                        EventKind::Clicked,
+                    ));
                 }
                 if rng.gen_bool(model.email_unsubscribe) {
-                    out.push((opened + Duration::minutes(rng.gen_range(1..=30)), EventKind::Unsubscribed));
+                    out.push((
+                        opened + Duration::minutes(rng.gen_range(1..=30)),
+                        EventKind::Unsubscribed,
+                    ));
                 } else if rng.gen_bool(model.email_reply) {
-                    out.push((opened + Duration::minutes(rng.gen_range(30..=48 * 60)), EventKind::Replied));
+                    out.push((
+                        opened + Duration::minutes(rng.gen_range(30..=48 * 60)),
+                        EventKind::Replied,
+                    ));
                 }
             }
         }
@@ -150,7 +168,10 @@ pub async fn simulate(
                 break;
             }
             let event = entry.remove();
-            *report.events.entry(event.kind.as_str().to_owned()).or_default() += 1;
+            *report
+                .events
+                .entry(event.kind.as_str().to_owned())
+                .or_default() += 1;
             store.record_event(&event).await?;
         }
         let plan = planner.plan_due(now, None, false).await?;

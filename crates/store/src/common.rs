@@ -68,7 +68,10 @@ impl LeadRow {
             .transpose()?;
         let phone = self
             .phone
-            .map(|p| PhoneE164::from_stored(&p, self.phone_region.as_deref()).map_err(|e| corrupt("phone", e)))
+            .map(|p| {
+                PhoneE164::from_stored(&p, self.phone_region.as_deref())
+                    .map_err(|e| corrupt("phone", e))
+            })
             .transpose()?;
         let linkedin = self
             .linkedin_url
@@ -183,7 +186,11 @@ pub(crate) fn parse_gates(json: &str) -> StoreResult<Vec<GateRow>> {
 }
 
 /// A stored value that should parse into a domain enum but does not.
-pub(crate) fn corrupt_in(table: &'static str, column: &'static str, reason: impl ToString) -> StoreError {
+pub(crate) fn corrupt_in(
+    table: &'static str,
+    column: &'static str,
+    reason: impl ToString,
+) -> StoreError {
     StoreError::Corrupt {
         table,
         column,

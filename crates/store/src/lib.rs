@@ -7,8 +7,8 @@
 //! (`tests/conformance.rs`).
 
 mod common;
-mod records;
 pub mod postgres;
+mod records;
 pub mod sqlite;
 
 use std::collections::HashMap;
@@ -79,7 +79,11 @@ pub trait Store: Send + Sync {
 
     /// Inserts or updates leads by normalized email (or by `source_ref`, or phone, when the
     /// lead has no email), all in one transaction: either every lead is written or none.
-    async fn upsert_leads(&self, leads: &[NewLead], now: DateTime<Utc>) -> StoreResult<Vec<UpsertOutcome>>;
+    async fn upsert_leads(
+        &self,
+        leads: &[NewLead],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<UpsertOutcome>>;
     /// One lead by id.
     async fn lead(&self, id: LeadId) -> StoreResult<Option<engager_domain::Lead>>;
     /// One lead by normalized email address.
@@ -92,14 +96,30 @@ pub trait Store: Send + Sync {
     // --- campaigns and enrollments ------------------------------------------------------
 
     /// Stores a campaign definition (its TOML source), replacing one with the same slug.
-    async fn save_campaign(&self, slug: &str, name: &str, definition: &str, now: DateTime<Utc>) -> StoreResult<CampaignId>;
+    async fn save_campaign(
+        &self,
+        slug: &str,
+        name: &str,
+        definition: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<CampaignId>;
     /// All campaigns.
     async fn campaigns(&self) -> StoreResult<Vec<CampaignRecord>>;
     /// Enrolls leads in a campaign, due at `now`; already enrolled leads are left alone.
     /// Returns how many were newly enrolled.
-    async fn enroll(&self, campaign: CampaignId, leads: &[LeadId], now: DateTime<Utc>) -> StoreResult<u64>;
+    async fn enroll(
+        &self,
+        campaign: CampaignId,
+        leads: &[LeadId],
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
     /// Active enrollments due at `now`, with their leads, after `after` in id order.
-    async fn due_enrollments(&self, now: DateTime<Utc>, after: Option<EnrollmentId>, limit: usize) -> StoreResult<Vec<DueEnrollment>>;
+    async fn due_enrollments(
+        &self,
+        now: DateTime<Utc>,
+        after: Option<EnrollmentId>,
+        limit: usize,
+    ) -> StoreResult<Vec<DueEnrollment>>;
     /// The enrollments of one lead.
     async fn enrollments_for_lead(&self, lead: LeadId) -> StoreResult<Vec<EnrollmentRecord>>;
     /// Counts of enrollments by campaign and state.
@@ -108,12 +128,20 @@ pub trait Store: Send + Sync {
     // --- planning -------------------------------------------------------------------------
 
     /// Each lead's touches (sent, or scheduled and not cancelled) at or after `since`.
-    async fn touches(&self, leads: &[LeadId], since: DateTime<Utc>) -> StoreResult<HashMap<LeadId, Vec<DateTime<Utc>>>>;
+    async fn touches(
+        &self,
+        leads: &[LeadId],
+        since: DateTime<Utc>,
+    ) -> StoreResult<HashMap<LeadId, Vec<DateTime<Utc>>>>;
     /// Which of the given values are on the suppression list.
     async fn suppressed(&self, values: &[SuppressionKey]) -> StoreResult<Vec<SuppressionRecord>>;
     /// Records planner evaluations in one transaction: the trace of each, the planned
     /// delivery (at most one per enrollment and step), and the enrollment's next state.
-    async fn record_evaluations(&self, evaluations: &[Evaluation], now: DateTime<Utc>) -> StoreResult<()>;
+    async fn record_evaluations(
+        &self,
+        evaluations: &[Evaluation],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
     /// The traces of one lead, oldest first.
     async fn traces_for_lead(&self, lead: LeadId) -> StoreResult<Vec<TraceRecord>>;
 
@@ -122,20 +150,52 @@ pub trait Store: Send + Sync {
     /// Claims up to `limit` deliveries due at `now` (planned, or retry_wait past
     /// `next_attempt_at`) for `worker`, each with a lease and a new fencing token. Two
     /// claimers never get the same row.
-    async fn claim_due_deliveries(&self, now: DateTime<Utc>, limit: usize, worker: &str, lease: Duration) -> StoreResult<Vec<DeliveryRecord>>;
+    async fn claim_due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        worker: &str,
+        lease: Duration,
+    ) -> StoreResult<Vec<DeliveryRecord>>;
     /// Moves a claimed delivery to `sending` and extends its lease to cover the provider
     /// call. Atomically re-checks that the claim is still ours (token), the lease has not run
     /// out, the enrollment still waits for this delivery and the lead is still active; false
     /// otherwise, and then the provider must not be called.
-    async fn begin_send(&self, id: DeliveryId, token: i64, now: DateTime<Utc>, lease: Duration) -> StoreResult<bool>;
+    async fn begin_send(
+        &self,
+        id: DeliveryId,
+        token: i64,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> StoreResult<bool>;
     /// Records what the provider said, and moves the enrollment on; false when the token
     /// is stale (a newer claim owns the row), in which case nothing is written.
-    async fn record_outcome(&self, id: DeliveryId, token: i64, outcome: &SendOutcome, next: &FollowUp, now: DateTime<Utc>) -> StoreResult<bool>;
+    async fn record_outcome(
+        &self,
+        id: DeliveryId,
+        token: i64,
+        outcome: &SendOutcome,
+        next: &FollowUp,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
     /// Cancels a claimed delivery before sending (the dispatcher's re-check failed).
-    async fn cancel_claimed(&self, id: DeliveryId, token: i64, reason: &str, now: DateTime<Utc>) -> StoreResult<bool>;
+    async fn cancel_claimed(
+        &self,
+        id: DeliveryId,
+        token: i64,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
     /// Puts a claimed delivery back in the queue, due at `send_at` (e.g. the dispatcher found
     /// it is outside the recipient's quiet hours); false when the token is stale.
-    async fn release_claim(&self, id: DeliveryId, token: i64, send_at: DateTime<Utc>, reason: &str, now: DateTime<Utc>) -> StoreResult<bool>;
+    async fn release_claim(
+        &self,
+        id: DeliveryId,
+        token: i64,
+        send_at: DateTime<Utc>,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
     /// Expired `claimed` rows go back to `planned`; expired `sending` rows become `unknown`.
     async fn recover_expired_leases(&self, now: DateTime<Utc>) -> StoreResult<Recovered>;
     /// Deliveries matching a filter, newest first.
@@ -150,7 +210,13 @@ pub trait Store: Send + Sync {
     /// pending deliveries; a bounce, unsubscribe or complaint suppresses the contact point.
     async fn record_event(&self, event: &NewEvent) -> StoreResult<EventEffects>;
     /// Adds a value to the suppression list; false when it was already there.
-    async fn add_suppression(&self, key: &SuppressionKey, reason: &str, source: &str, now: DateTime<Utc>) -> StoreResult<bool>;
+    async fn add_suppression(
+        &self,
+        key: &SuppressionKey,
+        reason: &str,
+        source: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
     /// The events of one lead, oldest first.
     async fn events_for_lead(&self, lead: LeadId) -> StoreResult<Vec<EventRecord>>;
 
@@ -163,7 +229,11 @@ pub trait Store: Send + Sync {
     // --- source write-back -------------------------------------------------------------------
 
     /// Sent deliveries of leads from `source_prefix` (e.g. `airtable:`) not yet written back.
-    async fn pending_writebacks(&self, source_prefix: &str, limit: usize) -> StoreResult<Vec<Writeback>>;
+    async fn pending_writebacks(
+        &self,
+        source_prefix: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<Writeback>>;
     /// Marks deliveries as written back to their source.
     async fn mark_written_back(&self, ids: &[DeliveryId], now: DateTime<Utc>) -> StoreResult<()>;
 }

@@ -10,8 +10,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use engager_domain::{
-    CampaignId, Channel, DeliveryId, DeliveryState, EnrollmentId, EventKind, Lead, LeadId,
-    NewLead,
+    CampaignId, Channel, DeliveryId, DeliveryState, EnrollmentId, EventKind, Lead, LeadId, NewLead,
 };
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, TransactionBehavior};
 
@@ -76,7 +75,11 @@ impl SqliteStore {
     /// run (claim in batches, then per row begin-send and record-outcome transactions), but
     /// called directly on the connection, without the async hop or record decoding.
     /// Returns (jobs, jobs per second).
-    pub async fn raw_claim_complete(&self, batch: usize, now: DateTime<Utc>) -> StoreResult<(usize, f64)> {
+    pub async fn raw_claim_complete(
+        &self,
+        batch: usize,
+        now: DateTime<Utc>,
+    ) -> StoreResult<(usize, f64)> {
         self.run(move |c| {
             let started = std::time::Instant::now();
             let now_ms = ms(now);
@@ -230,7 +233,8 @@ fn finish_enrollment((mut e, state): (EnrollmentRecord, String)) -> StoreResult<
     Ok(e)
 }
 
-const DELIVERY_COLUMNS: &str = "id, enrollment_id, campaign_id, lead_id, step_index, channel, state, \
+const DELIVERY_COLUMNS: &str =
+    "id, enrollment_id, campaign_id, lead_id, step_index, channel, state, \
     send_at, to_address, subject, body_text, body_html, attempts, fencing_token, lease_until, \
     claimed_by, next_attempt_at, last_error, provider_ref, sent_at, updated_at";
 
@@ -353,7 +357,11 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
-    async fn upsert_leads(&self, leads: &[NewLead], now: DateTime<Utc>) -> StoreResult<Vec<UpsertOutcome>> {
+    async fn upsert_leads(
+        &self,
+        leads: &[NewLead],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<UpsertOutcome>> {
         let leads = leads.to_vec();
         self.run(move |c| {
             let now = ms(now);
@@ -477,7 +485,8 @@ impl Store for SqliteStore {
 
     async fn lead_counts(&self) -> StoreResult<Vec<(String, u64)>> {
         self.run(|c| {
-            let mut stmt = c.prepare("SELECT status, COUNT(*) FROM leads GROUP BY status ORDER BY status")?;
+            let mut stmt =
+                c.prepare("SELECT status, COUNT(*) FROM leads GROUP BY status ORDER BY status")?;
             let rows = stmt
                 .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -486,7 +495,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn save_campaign(&self, slug: &str, name: &str, definition: &str, now: DateTime<Utc>) -> StoreResult<CampaignId> {
+    async fn save_campaign(
+        &self,
+        slug: &str,
+        name: &str,
+        definition: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<CampaignId> {
         let (slug, name, definition) = (slug.to_owned(), name.to_owned(), definition.to_owned());
         self.run(move |c| {
             let id = c.query_row(
@@ -503,7 +518,8 @@ impl Store for SqliteStore {
 
     async fn campaigns(&self) -> StoreResult<Vec<CampaignRecord>> {
         self.run(|c| {
-            let mut stmt = c.prepare("SELECT id, slug, name, definition FROM campaigns ORDER BY id")?;
+            let mut stmt =
+                c.prepare("SELECT id, slug, name, definition FROM campaigns ORDER BY id")?;
             let rows = stmt
                 .query_map([], |r| {
                     Ok(CampaignRecord {
@@ -519,7 +535,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn enroll(&self, campaign: CampaignId, leads: &[LeadId], now: DateTime<Utc>) -> StoreResult<u64> {
+    async fn enroll(
+        &self,
+        campaign: CampaignId,
+        leads: &[LeadId],
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
         let leads = leads.to_vec();
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -539,7 +560,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn due_enrollments(&self, now: DateTime<Utc>, after: Option<EnrollmentId>, limit: usize) -> StoreResult<Vec<DueEnrollment>> {
+    async fn due_enrollments(
+        &self,
+        now: DateTime<Utc>,
+        after: Option<EnrollmentId>,
+        limit: usize,
+    ) -> StoreResult<Vec<DueEnrollment>> {
         self.run(move |c| {
             let sql = format!(
                 "SELECT {ENROLLMENT_COLUMNS}, {LEAD_COLUMNS} FROM enrollments e JOIN leads l ON l.id = e.lead_id \
@@ -565,9 +591,13 @@ impl Store for SqliteStore {
 
     async fn enrollments_for_lead(&self, lead: LeadId) -> StoreResult<Vec<EnrollmentRecord>> {
         self.run(move |c| {
-            let sql = format!("SELECT {ENROLLMENT_COLUMNS} FROM enrollments e WHERE e.lead_id = ?1 ORDER BY e.id");
+            let sql = format!(
+                "SELECT {ENROLLMENT_COLUMNS} FROM enrollments e WHERE e.lead_id = ?1 ORDER BY e.id"
+            );
             let mut stmt = c.prepare(&sql)?;
-            let rows = stmt.query_map([lead.0], enrollment_row)?.collect::<Result<Vec<_>, _>>()?;
+            let rows = stmt
+                .query_map([lead.0], enrollment_row)?
+                .collect::<Result<Vec<_>, _>>()?;
             rows.into_iter().map(finish_enrollment).collect()
         })
         .await
@@ -586,7 +616,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn touches(&self, leads: &[LeadId], since: DateTime<Utc>) -> StoreResult<HashMap<LeadId, Vec<DateTime<Utc>>>> {
+    async fn touches(
+        &self,
+        leads: &[LeadId],
+        since: DateTime<Utc>,
+    ) -> StoreResult<HashMap<LeadId, Vec<DateTime<Utc>>>> {
         let leads = leads.to_vec();
         self.run(move |c| {
             let mut out: HashMap<LeadId, Vec<DateTime<Utc>>> = HashMap::new();
@@ -640,7 +674,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_evaluations(&self, evaluations: &[Evaluation], now: DateTime<Utc>) -> StoreResult<()> {
+    async fn record_evaluations(
+        &self,
+        evaluations: &[Evaluation],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
         let evaluations = evaluations.to_vec();
         self.run(move |c| {
             let now = ms(now);
@@ -766,7 +804,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn claim_due_deliveries(&self, now: DateTime<Utc>, limit: usize, worker: &str, lease: Duration) -> StoreResult<Vec<DeliveryRecord>> {
+    async fn claim_due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        worker: &str,
+        lease: Duration,
+    ) -> StoreResult<Vec<DeliveryRecord>> {
         let worker = worker.to_owned();
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -799,7 +843,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn begin_send(&self, id: DeliveryId, token: i64, now: DateTime<Utc>, lease: Duration) -> StoreResult<bool> {
+    async fn begin_send(
+        &self,
+        id: DeliveryId,
+        token: i64,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> StoreResult<bool> {
         self.run(move |c| {
             let n = c.prepare_cached(
                 "UPDATE deliveries SET state = 'sending', attempts = attempts + 1, lease_until = ?1, updated_at = ?2 \
@@ -813,7 +863,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_outcome(&self, id: DeliveryId, token: i64, outcome: &SendOutcome, next: &FollowUp, now: DateTime<Utc>) -> StoreResult<bool> {
+    async fn record_outcome(
+        &self,
+        id: DeliveryId,
+        token: i64,
+        outcome: &SendOutcome,
+        next: &FollowUp,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
         let (outcome, next) = (outcome.clone(), *next);
         self.run(move |c| {
             let now = ms(now);
@@ -871,7 +928,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn cancel_claimed(&self, id: DeliveryId, token: i64, reason: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+    async fn cancel_claimed(
+        &self,
+        id: DeliveryId,
+        token: i64,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
         let reason = reason.to_owned();
         self.run(move |c| {
             let now = ms(now);
@@ -897,7 +960,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn release_claim(&self, id: DeliveryId, token: i64, send_at: DateTime<Utc>, reason: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+    async fn release_claim(
+        &self,
+        id: DeliveryId,
+        token: i64,
+        send_at: DateTime<Utc>,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
         let reason = reason.to_owned();
         self.run(move |c| {
             let n = c.execute(
@@ -1003,7 +1073,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn add_suppression(&self, key: &SuppressionKey, reason: &str, source: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+    async fn add_suppression(
+        &self,
+        key: &SuppressionKey,
+        reason: &str,
+        source: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
         let (key, reason, source) = (key.clone(), reason.to_owned(), source.to_owned());
         self.run(move |c| {
             let n = c.execute(
@@ -1082,7 +1158,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn pending_writebacks(&self, source_prefix: &str, limit: usize) -> StoreResult<Vec<Writeback>> {
+    async fn pending_writebacks(
+        &self,
+        source_prefix: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<Writeback>> {
         let prefix = source_prefix.to_owned();
         self.run(move |c| {
             let mut stmt = c.prepare(
@@ -1110,7 +1190,8 @@ impl Store for SqliteStore {
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             {
-                let mut stmt = tx.prepare_cached("UPDATE deliveries SET written_back_at = ?1 WHERE id = ?2")?;
+                let mut stmt =
+                    tx.prepare_cached("UPDATE deliveries SET written_back_at = ?1 WHERE id = ?2")?;
                 for id in &ids {
                     stmt.execute(params![ms(now), id.0])?;
                 }

@@ -1,0 +1,600 @@
+//! Table-driven tests of the planner's gates: each case names the lead, the situation and the
+//! outcome and reason the trace must show.
+
+use chrono::{DateTime, Duration, Utc};
+use engager_channels::Sender;
+use engager_domain::frequency::FrequencyPolicy;
+use engager_domain::links::verify_lead_token;
+use engager_domain::{
+    CampaignId, Channel, CountryCode, EmailAddress, EnrollmentId, Lead, LeadId, LeadStatus,
+    LinkedinUrl, NewLead, PhoneE164, TimeZone,
+};
+use engager_engine::campaign_file::parse_campaign;
+use engager_engine::planner::Planner;
+use engager_engine::{Catalog, EngineConfig};
+use engager_store::{
+    DueEnrollment, EnrollmentRecord, EnrollmentState, PlanDecision, SuppressionKey,
+    SuppressionRecord,
+};
+
+const CAMPAIGN: &str = r#"
+slug = "t"
+name = "Test"
+[window]
+days = ["mon", "tue", "wed", "thu", "fri"]
+start = "09:00"
+end = "17:00"
+[[steps]]
+name = "intro"
+channels = ["email"]
+subject = "Hi {{ lead.first_name }}"
+body = "Hello {{ lead.first_name }} at {{ lead.company }}."
+[[steps]]
+name = "titled"
+channels = ["email"]
+delay_days = 2
+subject = "For the {{ lead.title }}"
+body = "Hello."
+[[steps]]
+name = "nudge"
+channels = ["linkedin", "sms"]
+delay_days = 2
+body = "Hi {{ lead.first_name }}, quick question."
+[[steps]]
+name = "fake-reply"
+channels = ["email"]
+subject = "Re: our call"
+body = "Hello."
+"#;
+
+fn config() -> EngineConfig {
+    EngineConfig {
+        sender: Sender {
+            name: "Maya".into(),
+            email: EmailAddress::parse("maya@acme.example").unwrap(),
+            postal_address: "1 Main St, Springfield".into(),
+            sms_from: None,
+        },
+        sender_company: "Acme".into(),
+        public_base_url: "https://acme.example".into(),
+        unsubscribe_mailto: None,
+        link_secret: b"0123456789abcdef".to_vec(),
+        default_time_zone: TimeZone::parse("America/New_York").unwrap(),
+        frequency: FrequencyPolicy {
+            min_gap: Duration::hours(48),
+            max_per_week: 3,
+        },
+        max_jitter: Duration::zero(),
+        sms_quiet_start_hour: 8,
+        sms_quiet_end_hour: 21,
+        max_sms_segments: 3,
+        batch_size: 100,
+        lease: Duration::minutes(5),
+        max_attempts: 3,
+        retry_base_delay: Duration::minutes(1),
+        retry_max_delay: Duration::hours(1),
+        enabled_channels: Channel::ALL.to_vec(),
+        worker_id: "test".into(),
+    }
+}
+
+fn lead(email: Option<&str>, phone: Option<&str>, linkedin: Option<&str>, country: &str) -> Lead {
+    Lead {
+        id: LeadId(7),
+        status: LeadStatus::Active,
+        profile: NewLead {
+            email: email.map(|e| EmailAddress::parse(e).unwrap()),
+            phone: phone.map(|p| PhoneE164::parse(p, None).unwrap()),
+            linkedin: linkedin.map(|l| LinkedinUrl::parse(l).unwrap()),
+            first_name: Some("Jana".into()),
+            company: Some("Bramble GmbH".into()),
+            country: Some(CountryCode::parse(country).unwrap()),
+            source: "test".into(),
+            ..NewLead::default()
+        },
+    }
+}
+
+fn due(lead: Lead, step: usize) -> DueEnrollment {
+    DueEnrollment {
+        enrollment: EnrollmentRecord {
+            id: EnrollmentId(1),
+            campaign_id: CampaignId(1),
+            lead_id: lead.id,
+            state: EnrollmentState::Active,
+            current_step: step,
+            next_due_at: None,
+            stop_reason: None,
+        },
+        lead,
+    }
+}
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+struct Case {
+    name: &'static str,
+    lead: Lead,
+    step: usize,
+    touches: Vec<DateTime<Utc>>,
+    suppressed: Vec<SuppressionKey>,
+    now: &'static str,
+    outcome: &'static str,
+    code: Option<&'static str>,
+    failed_gate: Option<(&'static str, &'static str)>,
+}
+
+#[test]
+fn every_gate_reports_its_verdict_and_reason() {
+    let campaign = parse_campaign(CAMPAIGN, "t.toml", CampaignId(1)).unwrap();
+    let catalog = Catalog::from_campaigns(vec![campaign.clone()]).unwrap();
+    let config = config();
+    let planner = Planner::new(
+        // The planner's evaluate() does no I/O; a store is only needed for plan_due.
+        &*Box::leak(Box::new(NoStore)),
+        &catalog,
+        &config,
+    );
+    let de = || lead(Some("jana@bramble.example"), None, None, "DE");
+    let mut unsubscribed = de();
+    unsubscribed.status = LeadStatus::Unsubscribed;
+    let cases = vec![
+        Case {
+            name: "plain email",
+            lead: de(),
+            step: 0,
+            touches: vec![],
+            suppressed: vec![],
+            now: "2026-03-03T10:00:00Z",
+            outcome: "planned",
+            code: None,
+            failed_gate: None,
+        },
+        Case {
+            name: "unsubscribed lead",
+            lead: unsubscribed,
+            step: 0,
+            touches: vec![],
+            suppressed: vec![],
+            now: "2026-03-03T10:00:00Z",
+            outcome: "stopped",
+            code: Some("unsubscribed"),
+            failed_gate: Some(("compliance", "the lead is unsubscribed")),
+        },
+        Case {
+            name: "suppressed address",
+            lead: de(),
+            step: 0,
+            touches: vec![],
+            suppressed: vec![SuppressionKey::Email("jana@bramble.example".into())],
+            now: "2026-03-03T10:00:00Z",
+            outcome: "stopped",
+            code: Some("suppressed"),
+            failed_gate: Some(("compliance", "every contact point is suppressed")),
+        },
+        Case {
+            name: "suppressed domain",
+            lead: de(),
+            step: 0,
+            touches: vec![],
+            suppressed: vec![SuppressionKey::Domain("bramble.example".into())],
+            now: "2026-03-03T10:00:00Z",
+            outcome: "stopped",
+            code: Some("suppressed"),
+            failed_gate: Some(("compliance", "domain bramble.example")),
+        },
+        Case {
+            name: "touched an hour ago",
+            lead: de(),
+            step: 0,
+            touches: vec![at("2026-03-03T09:00:00Z")],
+            suppressed: vec![],
+            now: "2026-03-03T10:00:00Z",
+            outcome: "deferred",
+            code: Some("frequency"),
+            failed_gate: Some(("frequency", "minimum gap is 48h")),
+        },
+        Case {
+            name: "weekly cap",
+            lead: de(),
+            step: 0,
+            touches: vec![
+                at("2026-02-25T10:00:00Z"),
+                at("2026-02-27T10:00:00Z"),
+                at("2026-03-01T10:00:00Z"),
+            ],
+            suppressed: vec![],
+            now: "2026-03-03T11:00:00Z",
+            outcome: "deferred",
+            code: Some("frequency"),
+            failed_gate: Some(("frequency", "cap is 3")),
+        },
+        Case {
+            name: "missing template variable",
+            lead: de(),
+            step: 1,
+            touches: vec![],
+            suppressed: vec![],
+            now: "2026-03-03T10:00:00Z",
+            outcome: "skipped",
+            code: Some("render_error"),
+            failed_gate: Some(("personalization", "lead.title not set for this lead")),
+        },
+        Case {
+            name: "no linkedin, no phone",
+            lead: de(),
+            step: 2,
+            touches: vec![],
+            suppressed: vec![],
+            now: "2026-03-03T10:00:00Z",
+            outcome: "skipped",
+            code: Some("no_channel"),
+            failed_gate: Some((
+                "channel",
+                "linkedin: no contact point; sms: no contact point",
+            )),
+        },
+        Case {
+            name: "sms fallback, number suppressed",
+            lead: lead(
+                Some("jana@bramble.example"),
+                Some("+4915123456789"),
+                None,
+                "DE",
+            ),
+            step: 2,
+            touches: vec![],
+            suppressed: vec![SuppressionKey::Phone("+4915123456789".into())],
+            now: "2026-03-03T10:00:00Z",
+            outcome: "skipped",
+            code: Some("no_channel"),
+            failed_gate: Some(("channel", "sms: phone +4915123456789 is suppressed")),
+        },
+        Case {
+            name: "fake Re: subject",
+            lead: de(),
+            step: 3,
+            touches: vec![],
+            suppressed: vec![],
+            now: "2026-03-03T10:00:00Z",
+            outcome: "skipped",
+            code: Some("content_check"),
+            failed_gate: Some(("content", "deceptive subject")),
+        },
+    ];
+    for case in cases {
+        let suppressed: Vec<SuppressionRecord> = case
+            .suppressed
+            .iter()
+            .map(|k| SuppressionRecord {
+                key: k.clone(),
+                reason: "unsubscribed".into(),
+                source: "test".into(),
+                created_at: at("2026-01-01T00:00:00Z"),
+            })
+            .collect();
+        let eval = planner.evaluate(
+            &due(case.lead, case.step),
+            &campaign,
+            &case.touches,
+            &suppressed,
+            at(case.now),
+        );
+        assert_eq!(
+            eval.trace.outcome, case.outcome,
+            "{}: {:?}",
+            case.name, eval.trace.gates
+        );
+        assert_eq!(eval.trace.code.as_deref(), case.code, "{}", case.name);
+        match case.failed_gate {
+            Some((gate, reason)) => {
+                let failed = eval.trace.gates.last().unwrap();
+                assert_eq!(
+                    (failed.gate.as_str(), failed.passed),
+                    (gate, false),
+                    "{}",
+                    case.name
+                );
+                assert!(
+                    failed.reason.contains(reason),
+                    "{}: {:?} lacks {reason:?}",
+                    case.name,
+                    failed.reason
+                );
+            }
+            None => assert!(eval.trace.gates.iter().all(|g| g.passed), "{}", case.name),
+        }
+    }
+}
+
+#[test]
+fn planned_messages_carry_footer_window_and_fallback() {
+    let campaign = parse_campaign(CAMPAIGN, "t.toml", CampaignId(1)).unwrap();
+    let catalog = Catalog::from_campaigns(vec![campaign.clone()]).unwrap();
+    let config = config();
+    let planner = Planner::new(&*Box::leak(Box::new(NoStore)), &catalog, &config);
+    // Friday 18:00 in Berlin: the email waits for Monday 09:00 Berlin.
+    let eval = planner.evaluate(
+        &due(lead(Some("jana@bramble.example"), None, None, "DE"), 0),
+        &campaign,
+        &[],
+        &[],
+        at("2026-03-06T17:00:00Z"),
+    );
+    let PlanDecision::Plan(d) = &eval.decision else {
+        panic!("{eval:?}")
+    };
+    assert_eq!(d.send_at, at("2026-03-09T08:00:00Z"));
+    assert!(eval
+        .trace
+        .gates
+        .iter()
+        .any(|g| g.reason.contains("Europe/Berlin (country)")));
+    assert!(d.body_text.contains("1 Main St, Springfield"));
+    let url = d
+        .body_text
+        .lines()
+        .find(|l| l.contains("https://acme.example/u/"))
+        .unwrap();
+    let token = url.rsplit('/').next().unwrap();
+    assert_eq!(
+        verify_lead_token(b"0123456789abcdef", "unsubscribe", token),
+        Some(LeadId(7))
+    );
+    assert!(
+        !url.contains("jana"),
+        "no personal data in the unsubscribe URL"
+    );
+    // LinkedIn missing, phone present: the SMS fallback, inside 08:00–21:00 and the window,
+    // with the sender named and STOP wording added.
+    let eval = planner.evaluate(
+        &due(
+            lead(
+                Some("jana@bramble.example"),
+                Some("+4915123456789"),
+                None,
+                "DE",
+            ),
+            2,
+        ),
+        &campaign,
+        &[],
+        &[],
+        at("2026-03-03T05:00:00Z"),
+    );
+    let PlanDecision::Plan(d) = &eval.decision else {
+        panic!("{eval:?}")
+    };
+    assert_eq!(d.channel, Channel::Sms);
+    assert_eq!(d.send_at, at("2026-03-03T08:00:00Z"), "09:00 Berlin");
+    assert!(
+        d.body_text.starts_with("Acme: ") && d.body_text.contains("Reply STOP"),
+        "{}",
+        d.body_text
+    );
+    assert!(eval.trace.gates.iter().any(|g| g
+        .reason
+        .contains("sms (fallback after linkedin: no contact point)")));
+    // With LinkedIn, the first preference wins.
+    let eval = planner.evaluate(
+        &due(
+            lead(
+                None,
+                Some("+4915123456789"),
+                Some("linkedin.com/in/jana"),
+                "DE",
+            ),
+            2,
+        ),
+        &campaign,
+        &[],
+        &[],
+        at("2026-03-03T10:00:00Z"),
+    );
+    let PlanDecision::Plan(d) = &eval.decision else {
+        panic!("{eval:?}")
+    };
+    assert_eq!(
+        (d.channel, d.to_address.as_str()),
+        (Channel::Linkedin, "https://www.linkedin.com/in/jana")
+    );
+}
+
+/// A store that is never called: `Planner::evaluate` is pure.
+struct NoStore;
+
+#[async_trait::async_trait]
+impl engager_store::Store for NoStore {
+    fn backend(&self) -> &'static str {
+        "none"
+    }
+    async fn upsert_leads(
+        &self,
+        _: &[NewLead],
+        _: DateTime<Utc>,
+    ) -> engager_store::StoreResult<Vec<engager_store::UpsertOutcome>> {
+        unreachable!()
+    }
+    async fn lead(&self, _: LeadId) -> engager_store::StoreResult<Option<Lead>> {
+        unreachable!()
+    }
+    async fn lead_by_email(&self, _: &str) -> engager_store::StoreResult<Option<Lead>> {
+        unreachable!()
+    }
+    async fn lead_ids(
+        &self,
+        _: &engager_store::LeadFilter,
+    ) -> engager_store::StoreResult<Vec<LeadId>> {
+        unreachable!()
+    }
+    async fn lead_counts(&self) -> engager_store::StoreResult<Vec<(String, u64)>> {
+        unreachable!()
+    }
+    async fn save_campaign(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: DateTime<Utc>,
+    ) -> engager_store::StoreResult<CampaignId> {
+        unreachable!()
+    }
+    async fn campaigns(&self) -> engager_store::StoreResult<Vec<engager_store::CampaignRecord>> {
+        unreachable!()
+    }
+    async fn enroll(
+        &self,
+        _: CampaignId,
+        _: &[LeadId],
+        _: DateTime<Utc>,
+    ) -> engager_store::StoreResult<u64> {
+        unreachable!()
+    }
+    async fn due_enrollments(
+        &self,
+        _: DateTime<Utc>,
+        _: Option<EnrollmentId>,
+        _: usize,
+    ) -> engager_store::StoreResult<Vec<DueEnrollment>> {
+        unreachable!()
+    }
+    async fn enrollments_for_lead(
+        &self,
+        _: LeadId,
+    ) -> engager_store::StoreResult<Vec<EnrollmentRecord>> {
+        unreachable!()
+    }
+    async fn enrollment_counts(
+        &self,
+    ) -> engager_store::StoreResult<Vec<(CampaignId, String, u64)>> {
+        unreachable!()
+    }
+    async fn touches(
+        &self,
+        _: &[LeadId],
+        _: DateTime<Utc>,
+    ) -> engager_store::StoreResult<std::collections::HashMap<LeadId, Vec<DateTime<Utc>>>> {
+        unreachable!()
+    }
+    async fn suppressed(
+        &self,
+        _: &[SuppressionKey],
+    ) -> engager_store::StoreResult<Vec<SuppressionRecord>> {
+        unreachable!()
+    }
+    async fn record_evaluations(
+        &self,
+        _: &[engager_store::Evaluation],
+        _: DateTime<Utc>,
+    ) -> engager_store::StoreResult<()> {
+        unreachable!()
+    }
+    async fn traces_for_lead(
+        &self,
+        _: LeadId,
+    ) -> engager_store::StoreResult<Vec<engager_store::TraceRecord>> {
+        unreachable!()
+    }
+    async fn claim_due_deliveries(
+        &self,
+        _: DateTime<Utc>,
+        _: usize,
+        _: &str,
+        _: Duration,
+    ) -> engager_store::StoreResult<Vec<engager_store::DeliveryRecord>> {
+        unreachable!()
+    }
+    async fn begin_send(
+        &self,
+        _: engager_domain::DeliveryId,
+        _: i64,
+        _: DateTime<Utc>,
+        _: Duration,
+    ) -> engager_store::StoreResult<bool> {
+        unreachable!()
+    }
+    async fn record_outcome(
+        &self,
+        _: engager_domain::DeliveryId,
+        _: i64,
+        _: &engager_store::SendOutcome,
+        _: &engager_store::FollowUp,
+        _: DateTime<Utc>,
+    ) -> engager_store::StoreResult<bool> {
+        unreachable!()
+    }
+    async fn cancel_claimed(
+        &self,
+        _: engager_domain::DeliveryId,
+        _: i64,
+        _: &str,
+        _: DateTime<Utc>,
+    ) -> engager_store::StoreResult<bool> {
+        unreachable!()
+    }
+    async fn release_claim(
+        &self,
+        _: engager_domain::DeliveryId,
+        _: i64,
+        _: DateTime<Utc>,
+        _: &str,
+        _: DateTime<Utc>,
+    ) -> engager_store::StoreResult<bool> {
+        unreachable!()
+    }
+    async fn recover_expired_leases(
+        &self,
+        _: DateTime<Utc>,
+    ) -> engager_store::StoreResult<engager_store::Recovered> {
+        unreachable!()
+    }
+    async fn deliveries(
+        &self,
+        _: &engager_store::DeliveryFilter,
+    ) -> engager_store::StoreResult<Vec<engager_store::DeliveryRecord>> {
+        unreachable!()
+    }
+    async fn next_due_at(&self) -> engager_store::StoreResult<Option<DateTime<Utc>>> {
+        unreachable!()
+    }
+    async fn record_event(
+        &self,
+        _: &engager_store::NewEvent,
+    ) -> engager_store::StoreResult<engager_store::EventEffects> {
+        unreachable!()
+    }
+    async fn add_suppression(
+        &self,
+        _: &SuppressionKey,
+        _: &str,
+        _: &str,
+        _: DateTime<Utc>,
+    ) -> engager_store::StoreResult<bool> {
+        unreachable!()
+    }
+    async fn events_for_lead(
+        &self,
+        _: LeadId,
+    ) -> engager_store::StoreResult<Vec<engager_store::EventRecord>> {
+        unreachable!()
+    }
+    async fn step_summary(&self) -> engager_store::StoreResult<Vec<engager_store::SummaryRow>> {
+        unreachable!()
+    }
+    async fn pending_writebacks(
+        &self,
+        _: &str,
+        _: usize,
+    ) -> engager_store::StoreResult<Vec<engager_store::Writeback>> {
+        unreachable!()
+    }
+    async fn mark_written_back(
+        &self,
+        _: &[engager_domain::DeliveryId],
+        _: DateTime<Utc>,
+    ) -> engager_store::StoreResult<()> {
+        unreachable!()
+    }
+}
