@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Duration, Utc};
 use clap::Subcommand;
-use engager_domain::{Channel, CountryCode, EmailAddress, EnrollmentId, NewLead, TimeZone};
+use engager_domain::{Channel, CountryCode, EmailAddress, NewLead, TimeZone};
 use engager_engine::planner::Planner;
 use engager_engine::{Catalog, EngineConfig};
 use engager_store::{
@@ -187,14 +187,14 @@ async fn planner(leads: usize, json: bool) -> Result<ExitCode> {
 
     // Baseline: the same reads and one trace write per lead, with no gates at all.
     let started = Instant::now();
-    let mut after: Option<EnrollmentId> = None;
+    let mut after: Option<engager_store::DueCursor> = None;
     let mut baseline_count = 0;
     loop {
         let due = store.due_enrollments(now, after, config.batch_size).await?;
         if due.is_empty() {
             break;
         }
-        after = due.last().map(|d| d.enrollment.id);
+        after = due.last().map(DueEnrollment::cursor);
         let _touches = store
             .touches(
                 &due.iter().map(|d| d.lead.id).collect::<Vec<_>>(),
@@ -268,7 +268,7 @@ async fn seed_ledger(store: &dyn Store, rows: usize, now: DateTime<Utc>) -> Resu
         if due.is_empty() {
             break;
         }
-        after = due.last().map(|d| d.enrollment.id);
+        after = due.last().map(DueEnrollment::cursor);
         let evals: Vec<_> = due
             .iter()
             .map(|d| {
@@ -454,8 +454,8 @@ async fn quickstart(json: bool) -> Result<ExitCode> {
         start: "2026-03-02T00:00:00Z".into(),
     };
     let started = Instant::now();
-    let stdout_is_json = true;
-    crate::quickstart::run(args, stdout_is_json).await?;
+    let outcome = crate::quickstart::execute(&args, false).await?;
+    drop(outcome);
     let secs = started.elapsed().as_secs_f64();
     if json {
         print_json(&json!({"quickstart_seconds": secs}));

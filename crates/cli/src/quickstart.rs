@@ -78,9 +78,18 @@ fn prepare_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Runs the quickstart.
-pub async fn run(args: QuickstartArgs, json: bool) -> Result<ExitCode> {
-    let started = Instant::now();
+/// What a quickstart produced.
+pub struct Outcome {
+    imported: crate::commands::ImportOutcome,
+    report: engager_engine::simulation::SimulationReport,
+    summary: Summary,
+    outbox: PathBuf,
+    config_path: PathBuf,
+    start: DateTime<Utc>,
+}
+
+/// Prepares the folder, imports, enrolls and simulates; `show_progress` draws a progress bar.
+pub async fn execute(args: &QuickstartArgs, show_progress: bool) -> Result<Outcome> {
     let start: DateTime<Utc> = DateTime::parse_from_rfc3339(&args.start)
         .with_context(|| format!("--start {:?}: expected RFC 3339", args.start))?
         .with_timezone(&Utc);
@@ -115,10 +124,10 @@ pub async fn run(args: QuickstartArgs, json: bool) -> Result<ExitCode> {
         model: EngagementModel::default(),
     };
 
-    let bar = if json {
-        ProgressBar::hidden()
-    } else {
+    let bar = if show_progress {
         ProgressBar::new(1)
+    } else {
+        ProgressBar::hidden()
     };
     bar.set_style(
         ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} ticks ({msg})")
@@ -142,8 +151,28 @@ pub async fn run(args: QuickstartArgs, json: bool) -> Result<ExitCode> {
     )
     .await?;
     bar.finish_and_clear();
-
     let summary = Summary::load(store.as_ref(), &catalog).await?;
+    Ok(Outcome {
+        imported,
+        report,
+        summary,
+        outbox,
+        config_path,
+        start,
+    })
+}
+
+/// Runs the quickstart and prints its summary.
+pub async fn run(args: QuickstartArgs, json: bool) -> Result<ExitCode> {
+    let started = Instant::now();
+    let Outcome {
+        imported,
+        report,
+        summary,
+        outbox,
+        config_path,
+        start,
+    } = execute(&args, !json).await?;
     if json {
         print_json(&json!({
             "dir": args.dir.display().to_string(),

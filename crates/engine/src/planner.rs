@@ -102,7 +102,7 @@ impl<'a> Planner<'a> {
             if due.is_empty() {
                 break;
             }
-            after = due.last().map(|d| d.enrollment.id);
+            after = due.last().map(DueEnrollment::cursor);
             let lead_ids: Vec<LeadId> = due
                 .iter()
                 .map(|d| d.lead.id)
@@ -131,7 +131,10 @@ impl<'a> Planner<'a> {
                         .entry(d.lead.id)
                         .or_default()
                         .push(delivery.send_at);
-                    report.plans.push(PlannedPreview {
+                }
+                match &evaluation.decision {
+                    // Previews are kept for dry runs only, so a large pass stays flat in memory.
+                    PlanDecision::Plan(delivery) if dry_run => report.plans.push(PlannedPreview {
                         lead_id: d.lead.id,
                         campaign: campaign.slug.clone(),
                         step: evaluation.trace.step_index + 1,
@@ -141,13 +144,16 @@ impl<'a> Planner<'a> {
                         summary: delivery.subject.clone().unwrap_or_else(|| {
                             delivery.body_text.lines().next().unwrap_or("").to_owned()
                         }),
-                    });
+                    }),
+                    _ => {}
                 }
                 tally(&mut report, &evaluation);
                 evaluations.push(evaluation);
             }
             if !dry_run {
                 self.store.record_evaluations(&evaluations, now).await?;
+                // Recorded deliveries are now visible to the store's touches query.
+                fresh_touches.clear();
             }
         }
         Ok(report)

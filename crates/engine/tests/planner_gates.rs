@@ -455,7 +455,7 @@ impl engager_store::Store for NoStore {
     async fn due_enrollments(
         &self,
         _: DateTime<Utc>,
-        _: Option<EnrollmentId>,
+        _: Option<engager_store::DueCursor>,
         _: usize,
     ) -> engager_store::StoreResult<Vec<DueEnrollment>> {
         unreachable!()

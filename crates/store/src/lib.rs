@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
-use engager_domain::{CampaignId, DeliveryId, EnrollmentId, LeadId, NewLead};
+use engager_domain::{CampaignId, DeliveryId, LeadId, NewLead};
 
 pub use records::*;
 
@@ -113,11 +113,12 @@ pub trait Store: Send + Sync {
         leads: &[LeadId],
         now: DateTime<Utc>,
     ) -> StoreResult<u64>;
-    /// Active enrollments due at `now`, with their leads, after `after` in id order.
+    /// Active enrollments due at `now`, with their leads, in (due time, id) order, after
+    /// `after` (keyset paging: the index is walked, never sorted).
     async fn due_enrollments(
         &self,
         now: DateTime<Utc>,
-        after: Option<EnrollmentId>,
+        after: Option<DueCursor>,
         limit: usize,
     ) -> StoreResult<Vec<DueEnrollment>>;
     /// The enrollments of one lead.

@@ -108,6 +108,28 @@ pub struct EnrollmentRecord {
     pub stop_reason: Option<String>,
 }
 
+/// Where a page of due enrollments ends: the next page starts after this (due time, id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DueCursor {
+    /// The last row's due time.
+    pub next_due_at: DateTime<Utc>,
+    /// The last row's id.
+    pub id: EnrollmentId,
+}
+
+impl DueEnrollment {
+    /// The cursor that pages past this row.
+    pub fn cursor(&self) -> DueCursor {
+        DueCursor {
+            next_due_at: self
+                .enrollment
+                .next_due_at
+                .unwrap_or(DateTime::<Utc>::MIN_UTC),
+            id: self.enrollment.id,
+        }
+    }
+}
+
 /// An enrollment due for planning, with its lead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueEnrollment {

@@ -83,7 +83,7 @@ async fn seed(store: &dyn Store, n: usize) -> (engager_domain::CampaignId, Vec<L
         if due.is_empty() {
             break;
         }
-        after = due.last().map(|d| d.enrollment.id);
+        after = due.last().map(DueEnrollment::cursor);
         let evals: Vec<Evaluation> = due.iter().map(|d| plan(d, t0())).collect();
         store.record_evaluations(&evals, t0()).await.unwrap();
     }

@@ -47,7 +47,7 @@ CREATE TABLE enrollments (
     updated_at    BIGINT NOT NULL,
     UNIQUE (campaign_id, lead_id)
 );
-CREATE INDEX enrollments_due ON enrollments (state, next_due_at);
+CREATE INDEX enrollments_due ON enrollments (state, next_due_at, id);
 CREATE INDEX enrollments_lead ON enrollments (lead_id);
 
 CREATE TABLE deliveries (

@@ -930,16 +930,18 @@ impl Store for PgStore {
     async fn due_enrollments(
         &self,
         now: DateTime<Utc>,
-        after: Option<EnrollmentId>,
+        after: Option<DueCursor>,
         limit: usize,
     ) -> StoreResult<Vec<DueEnrollment>> {
         let sql = format!(
             "SELECT {ENROLLMENT_COLUMNS}, {LEAD_COLUMNS} FROM enrollments e JOIN leads l ON l.id = e.lead_id \
-             WHERE e.state = 'active' AND e.next_due_at <= $1 AND e.id > $2 ORDER BY e.id LIMIT $3"
+             WHERE e.state = 'active' AND e.next_due_at <= $1 AND (e.next_due_at, e.id) > ($2, $3) \
+             ORDER BY e.next_due_at, e.id LIMIT $4"
         );
         let rows = sqlx::query(&sql)
             .bind(ms(now))
-            .bind(after.map_or(0, |a| a.0))
+            .bind(after.map_or(i64::MIN, |a| ms(a.next_due_at)))
+            .bind(after.map_or(0, |a| a.id.0))
             .bind(limit_of(limit))
             .fetch_all(&self.pool)
             .await?;

@@ -150,7 +150,8 @@ fn open_connection(path: &str) -> StoreResult<Connection> {
     // WAL keeps readers off the writer's back; NORMAL sync loses nothing on a process crash
     // (kill -9), only possibly the last transactions on a power cut.
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+         PRAGMA cache_size = -65536; PRAGMA mmap_size = 268435456;",
     )
     .map_err(open_err)?;
     migrate(&mut conn)?;
@@ -563,17 +564,23 @@ impl Store for SqliteStore {
     async fn due_enrollments(
         &self,
         now: DateTime<Utc>,
-        after: Option<EnrollmentId>,
+        after: Option<DueCursor>,
         limit: usize,
     ) -> StoreResult<Vec<DueEnrollment>> {
         self.run(move |c| {
             let sql = format!(
                 "SELECT {ENROLLMENT_COLUMNS}, {LEAD_COLUMNS} FROM enrollments e JOIN leads l ON l.id = e.lead_id \
-                 WHERE e.state = 'active' AND e.next_due_at <= ?1 AND e.id > ?2 ORDER BY e.id LIMIT ?3"
+                 WHERE e.state = 'active' AND e.next_due_at <= ?1 AND (e.next_due_at, e.id) > (?2, ?3) \
+                 ORDER BY e.next_due_at, e.id LIMIT ?4"
             );
             let mut stmt = c.prepare_cached(&sql)?;
             let rows = stmt
-                .query_map(params![ms(now), after.map_or(0, |a| a.0), limit as i64], |r| {
+                .query_map(params![
+                        ms(now),
+                        after.map_or(i64::MIN, |a| ms(a.next_due_at)),
+                        after.map_or(0, |a| a.id.0),
+                        limit as i64
+                    ], |r| {
                     Ok((enrollment_row(r)?, lead_row(r, 7)?))
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -627,7 +634,7 @@ impl Store for SqliteStore {
             for chunk in leads.chunks(900) {
                 let sql = format!(
                     "SELECT lead_id, COALESCE(sent_at, send_at) FROM deliveries WHERE lead_id IN ({}) \
-                     AND state IN ('planned', 'claimed', 'sending', 'sent', 'retry_wait', 'unknown') \
+                     AND +state IN ('planned', 'claimed', 'sending', 'sent', 'retry_wait', 'unknown') \
                      AND COALESCE(sent_at, send_at) >= ?",
                     placeholders(chunk.len())
                 );
