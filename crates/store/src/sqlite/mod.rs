@@ -47,12 +47,21 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
         let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
+        let call = move || {
             let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             f(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        };
+        // On a multi-threaded runtime, run in place (the worker hands its other tasks to its
+        // peers): cheaper than a hop to the blocking pool for calls of microseconds. A
+        // current-thread runtime must not block, so there the call goes to the pool.
+        let flavor = tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor());
+        if matches!(flavor, Ok(tokio::runtime::RuntimeFlavor::MultiThread)) {
+            tokio::task::block_in_place(call)
+        } else {
+            tokio::task::spawn_blocking(call)
+                .await
+                .map_err(|e| StoreError::Task(e.to_string()))?
+        }
     }
 
     /// Runs raw SQL (used by benchmarks to compare Engager against the bare statements).
