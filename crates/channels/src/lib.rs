@@ -5,8 +5,16 @@
 //! hands a channel an [`OutgoingMessage`] and gets back [`Accepted`] or a [`DeliveryError`]
 //! whose class (transient, permanent, ambiguous, configuration) decides what happens next.
 
+pub mod dkim;
 pub mod email;
+pub mod graph;
+mod http;
+pub mod imap;
+pub mod inbound;
+mod mail_tls;
 pub mod outbox;
+pub mod smtp;
+pub mod twilio;
 
 use std::time::Duration;
 
@@ -14,7 +22,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use engager_domain::{Channel, DeliveryId, LeadId};
 
+pub use graph::{GraphChannel, GraphConfig, GraphMailbox};
+pub use imap::{ImapConfig, ImapMailbox};
+pub use inbound::Inbound;
+pub use mail_tls::Security;
 pub use outbox::{OutboxChannel, OutboxConfig};
+pub use smtp::{SmtpChannel, SmtpConfig};
+pub use twilio::{TwilioChannel, TwilioConfig};
 
 /// Who sends: the identity shown to the recipient and the postal address the law requires.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +111,13 @@ pub enum DeliveryError {
         /// What happened.
         reason: String,
     },
+    /// The recipient opted out at the provider (e.g. replied STOP to an SMS): final, and the
+    /// caller should suppress the address so that no other campaign tries it again.
+    #[error("recipient opted out: {reason}")]
+    OptedOut {
+        /// What happened.
+        reason: String,
+    },
     /// The provider may have accepted the message (timeout after the request was written).
     #[error("ambiguous outcome: {reason}")]
     Ambiguous {
@@ -117,9 +138,22 @@ impl DeliveryError {
         matches!(self, DeliveryError::Transient { .. })
     }
 
-    /// Whether the failure is final for this message.
+    /// Whether the failure is final for this message (an opt-out is final too).
     pub fn is_permanent(&self) -> bool {
-        matches!(self, DeliveryError::Permanent { .. })
+        matches!(
+            self,
+            DeliveryError::Permanent { .. } | DeliveryError::OptedOut { .. }
+        )
+    }
+
+    /// Whether the recipient opted out at the provider, so the address must be suppressed.
+    pub fn is_opt_out(&self) -> bool {
+        matches!(self, DeliveryError::OptedOut { .. })
+    }
+
+    /// Whether the provider may have accepted the message (do not blindly retry).
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(self, DeliveryError::Ambiguous { .. })
     }
 
     /// The provider's requested wait, if any.
@@ -129,6 +163,20 @@ impl DeliveryError {
             _ => None,
         }
     }
+}
+
+/// What a provider knows about a delivery whose outcome is unknown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reconciled {
+    /// The provider has it: it was sent, with this reference.
+    Sent {
+        /// The provider's reference.
+        provider_ref: String,
+    },
+    /// The provider can be asked and does not have it.
+    NotFound,
+    /// The provider cannot be asked (a person must decide).
+    CannotTell,
 }
 
 /// A way to deliver messages on one channel.
@@ -142,4 +190,14 @@ pub trait ChannelSender: Send + Sync {
     async fn health_check(&self) -> Result<(), DeliveryError>;
     /// Sends one message.
     async fn send(&self, message: &OutgoingMessage) -> Result<Accepted, DeliveryError>;
+    /// Looks for a delivery whose outcome is unknown at the provider (e.g. Graph's Sent
+    /// Items, by our `X-Engager-Delivery` header), sent at or after `since`.
+    async fn reconcile(
+        &self,
+        delivery: DeliveryId,
+        since: DateTime<Utc>,
+    ) -> Result<Reconciled, DeliveryError> {
+        let _ = (delivery, since);
+        Ok(Reconciled::CannotTell)
+    }
 }

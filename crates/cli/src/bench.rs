@@ -27,6 +27,15 @@ pub enum BenchCommand {
         /// Leads to plan.
         #[arg(long, default_value_t = 100_000)]
         leads: usize,
+        /// Turn the best-time model off (the window's first open instant), to measure its cost.
+        #[arg(long)]
+        no_best_time: bool,
+    },
+    /// Slot computations per second of the pure timing functions, on one core.
+    Timing {
+        /// Calls per measurement.
+        #[arg(long, default_value_t = 1_000_000)]
+        iterations: usize,
     },
     /// Ledger claim+complete throughput: single-row vs batched claims, and raw statements.
     Ledger {
@@ -39,18 +48,46 @@ pub enum BenchCommand {
     },
     /// Wall time of the quickstart simulation.
     Quickstart,
+    /// SMTP messages/s to a real SMTP sink and CPU time per message (no DKIM, Ed25519, RSA).
+    Smtp(crate::bench_smtp::SmtpBenchArgs),
+    /// Dispatcher throughput with the reliability layer (limiter, caps, breakers) on vs. off.
+    Dispatch(crate::bench_dispatch::DispatchBenchArgs),
+    /// Graph and Twilio channel throughput against the local fakes with a fixed provider
+    /// latency: sends/s at each concurrency C, against the ideal C / latency.
+    Channels {
+        /// Concurrent senders to measure, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+        concurrency: Vec<usize>,
+        /// The fakes' latency per request, milliseconds.
+        #[arg(long, default_value_t = 50)]
+        latency_ms: u64,
+        /// Sends per concurrent sender (per usable connection for Graph's 4-request cap).
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+    },
 }
 
 /// Runs a benchmark.
 pub async fn run(command: BenchCommand, json: bool) -> Result<ExitCode> {
     match command {
-        BenchCommand::Planner { leads } => planner(leads, json).await,
+        BenchCommand::Planner {
+            leads,
+            no_best_time,
+        } => planner(leads, no_best_time, json).await,
+        BenchCommand::Timing { iterations } => timing(iterations, json),
         BenchCommand::Ledger { rows, postgres } => ledger(rows, postgres, json).await,
         BenchCommand::Quickstart => quickstart(json).await,
+        BenchCommand::Smtp(args) => crate::bench_smtp::run(args, json).await,
+        BenchCommand::Dispatch(args) => crate::bench_dispatch::run(args, json).await,
+        BenchCommand::Channels {
+            concurrency,
+            latency_ms,
+            rounds,
+        } => channels(&concurrency, latency_ms, rounds, json).await,
     }
 }
 
-fn bench_config() -> Result<EngineConfig> {
+pub(crate) fn bench_config() -> Result<EngineConfig> {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/engager.example.toml");
     let text = include_str!("../../../config/engager.example.toml");
@@ -129,7 +166,7 @@ fn rss_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn seed(
+pub(crate) async fn seed(
     store: &dyn Store,
     leads: usize,
     now: DateTime<Utc>,
@@ -174,15 +211,18 @@ fn defer(due: &DueEnrollment, now: DateTime<Utc>) -> Evaluation {
     }
 }
 
-async fn planner(leads: usize, json: bool) -> Result<ExitCode> {
+async fn planner(leads: usize, no_best_time: bool, json: bool) -> Result<ExitCode> {
     let dir = tempfile::tempdir()?;
     let store =
         engager_store::open(&format!("sqlite:{}", dir.path().join("bench.db").display())).await?;
-    let config = bench_config()?;
+    let mut config = bench_config()?;
+    config.timing.best_time.enabled = !no_best_time;
     let now = DateTime::parse_from_rfc3339("2026-03-03T15:00:00Z")?.with_timezone(&Utc);
     eprintln!("Seeding {leads} leads…");
     seed(store.as_ref(), leads, now).await?;
     let catalog = Catalog::load(store.as_ref()).await?;
+    // A sample of due enrollments for the in-memory evaluate() comparison below.
+    let sample = store.due_enrollments(now, None, 2_000).await?;
     let rss_before = rss_kib("VmRSS:");
 
     // Baseline: the same reads and one trace write per lead, with no gates at all.
@@ -217,9 +257,11 @@ async fn planner(leads: usize, json: bool) -> Result<ExitCode> {
     let base_rate = baseline_count as f64 / baseline.as_secs_f64();
     let peak = rss_kib("VmHWM:");
     let after_rss = rss_kib("VmRSS:");
+    let (eval_on, eval_off) = evaluate_only(store.as_ref(), &sample, &catalog, &config, now);
     if json {
         print_json(&json!({
-            "leads": leads, "evaluated": report.evaluated, "planned": planned_ok, "outcomes": report.by_code,
+            "evaluate_only_best_time_on_per_second": eval_on, "evaluate_only_best_time_off_per_second": eval_off,
+            "leads": leads, "best_time": !no_best_time, "evaluated": report.evaluated, "planned": planned_ok, "outcomes": report.by_code,
             "seconds": full.as_secs_f64(), "leads_per_second": full_rate,
             "baseline_store_only_per_second": base_rate, "ratio_to_store_only": full_rate / base_rate,
             "rss_before_planning_mib": rss_before as f64 / 1024.0, "rss_after_planning_mib": after_rss as f64 / 1024.0, "peak_rss_mib": peak as f64 / 1024.0,
@@ -231,8 +273,24 @@ async fn planner(leads: usize, json: bool) -> Result<ExitCode> {
             format!("{} / {}", report.evaluated, planned_ok),
         ]);
         t.add_row(vec![
+            "best-time model".to_owned(),
+            if no_best_time {
+                "off (--no-best-time)"
+            } else {
+                "on"
+            }
+            .to_owned(),
+        ]);
+        t.add_row(vec![
             "planner, all gates + templates".into(),
             format!("{full_rate:.0} leads/s ({:.2} s)", full.as_secs_f64()),
+        ]);
+        t.add_row(vec![
+            "evaluate() only, in memory: best time on / off (interleaved)".into(),
+            format!(
+                "{eval_on:.0} / {eval_off:.0} leads/s (on costs {:.1}%)",
+                (eval_off / eval_on - 1.0) * 100.0
+            ),
         ]);
         t.add_row(vec![
             "baseline: same reads + one trace write, no gates".into(),
@@ -257,6 +315,38 @@ async fn planner(leads: usize, json: bool) -> Result<ExitCode> {
         println!("{t}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The planner's pure evaluation over `sample`, best time on and off, interleaved in five
+/// rounds so that machine noise hits both alike: leads per second for each.
+fn evaluate_only(
+    store: &dyn Store,
+    sample: &[DueEnrollment],
+    catalog: &Catalog,
+    config: &EngineConfig,
+    now: DateTime<Utc>,
+) -> (f64, f64) {
+    let mut on = config.clone();
+    on.timing.best_time.enabled = true;
+    let mut off = config.clone();
+    off.timing.best_time.enabled = false;
+    let history = engager_domain::LeadHistory::default();
+    let mut times = [std::time::Duration::ZERO; 2];
+    for _ in 0..5 {
+        for (i, cfg) in [&on, &off].into_iter().enumerate() {
+            // evaluate() is pure: the store is never called.
+            let planner = Planner::new(store, catalog, cfg);
+            let started = Instant::now();
+            for d in sample {
+                if let Some(campaign) = catalog.get(d.enrollment.campaign_id) {
+                    std::hint::black_box(planner.evaluate(d, campaign, &history, &[], now));
+                }
+            }
+            times[i] += started.elapsed();
+        }
+    }
+    let rate = |t: std::time::Duration| (sample.len() * 5) as f64 / t.as_secs_f64().max(1e-9);
+    (rate(times[0]), rate(times[1]))
 }
 
 /// Seeds `rows` planned deliveries due at `now`.
@@ -461,6 +551,395 @@ async fn quickstart(json: bool) -> Result<ExitCode> {
         print_json(&json!({"quickstart_seconds": secs}));
     } else {
         println!("quickstart (230 leads, 14 virtual days, 1344 ticks): {secs:.2} s");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// --- channels ---------------------------------------------------------------------------
+
+/// One channel measurement.
+struct ChannelRun {
+    provider: &'static str,
+    concurrency: usize,
+    sends: usize,
+    failures: usize,
+    seconds: f64,
+    /// Provider requests per send (Graph: create the draft, then send it).
+    requests_per_send: usize,
+    /// Requests the provider lets run at once (Graph: 4 per mailbox).
+    provider_cap: usize,
+}
+
+impl ChannelRun {
+    fn per_second(&self) -> f64 {
+        self.sends as f64 / self.seconds
+    }
+
+    /// Achieved ÷ (C / latency): the issue's figure.
+    fn ratio(&self, latency: f64) -> f64 {
+        self.per_second() / (self.concurrency as f64 / latency)
+    }
+
+    /// Achieved ÷ what the provider allows: min(C, cap) / (requests per send × latency).
+    fn ratio_to_bound(&self, latency: f64) -> f64 {
+        let slots = self.concurrency.min(self.provider_cap) as f64;
+        self.per_second() / (slots / (self.requests_per_send as f64 * latency))
+    }
+}
+
+fn bench_message(i: usize, channel: engager_domain::Channel) -> engager_channels::OutgoingMessage {
+    let id = engager_domain::DeliveryId(i64::try_from(i).unwrap_or(i64::MAX));
+    engager_channels::OutgoingMessage {
+        delivery_id: id,
+        lead_id: engager_domain::LeadId(1),
+        campaign: "bench".into(),
+        step_index: 0,
+        channel,
+        to: match channel {
+            engager_domain::Channel::Sms => format!("+1415555{:04}", i % 10_000),
+            _ => format!("lead{i}@example.com"),
+        },
+        to_name: None,
+        subject: Some("A question".into()),
+        body_text: "Hi, a quick question about your pipeline. Reply STOP to opt out.".into(),
+        body_html: None,
+        date: Utc::now(),
+        message_id: format!("<bench.{i}@acme.example>"),
+        sender: engager_channels::Sender {
+            name: "Bench".into(),
+            email: EmailAddress::parse("maya@acme.example").expect("a valid address"),
+            postal_address: "1 Main St".into(),
+            sms_from: Some("+14155550123".into()),
+        },
+        unsubscribe: None,
+        due_by: None,
+    }
+}
+
+/// Runs `sends` sends through `sender` from `concurrency` tasks; returns seconds and failures.
+async fn drive(
+    sender: Arc<dyn engager_channels::ChannelSender>,
+    channel: engager_domain::Channel,
+    concurrency: usize,
+    sends: usize,
+) -> Result<(f64, usize)> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let sender = Arc::clone(&sender);
+            let next = Arc::clone(&next);
+            tokio::spawn(async move {
+                let mut failures = 0;
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= sends {
+                        return failures;
+                    }
+                    if sender.send(&bench_message(i, channel)).await.is_err() {
+                        failures += 1;
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut failures = 0;
+    for task in tasks {
+        failures += task.await.context("a bench task panicked")?;
+    }
+    Ok((started.elapsed().as_secs_f64(), failures))
+}
+
+async fn channels(
+    concurrency: &[usize],
+    latency_ms: u64,
+    rounds: usize,
+    json: bool,
+) -> Result<ExitCode> {
+    use engager_channels::{ChannelSender, GraphChannel, GraphConfig, TwilioChannel, TwilioConfig};
+    use engager_testkit::graph::{FakeGraph, FakeGraphSetup};
+    use engager_testkit::twilio::{FakeTwilio, FakeTwilioSetup};
+
+    const SID: &str = "AC0123456789abcdef0123456789abcdef";
+    let latency = std::time::Duration::from_millis(latency_ms);
+    let mut runs = Vec::new();
+    for &c in concurrency.iter().filter(|c| **c > 0) {
+        let mut setup = FakeTwilioSetup::new(SID, "bench-token");
+        setup.latency = latency;
+        let fake = FakeTwilio::start(setup).await?;
+        let mut config = TwilioConfig::new(SID, "bench-token".into(), "+14155550123");
+        config.api_url = fake.api_url().to_owned();
+        let sender: Arc<dyn ChannelSender> =
+            Arc::new(TwilioChannel::new(config).map_err(|e| anyhow::anyhow!("{e}"))?);
+        sender
+            .health_check()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let sends = c * rounds;
+        let (seconds, failures) = drive(sender, Channel::Sms, c, sends).await?;
+        anyhow::ensure!(
+            fake.accepted().len() == sends - failures,
+            "Twilio fake accepted {} messages for {} successful sends",
+            fake.accepted().len(),
+            sends - failures
+        );
+        runs.push(ChannelRun {
+            provider: "twilio",
+            concurrency: c,
+            sends,
+            failures,
+            seconds,
+            requests_per_send: 1,
+            provider_cap: usize::MAX,
+        });
+
+        let mut setup =
+            FakeGraphSetup::new("contoso.example", "client", "secret", "maya@acme.example");
+        setup.latency = latency;
+        let fake = FakeGraph::start(setup).await?;
+        let mut config = GraphConfig::new(
+            "contoso.example",
+            "client",
+            "secret".into(),
+            "maya@acme.example",
+        );
+        config.authority_url = fake.authority_url().to_owned();
+        config.graph_url = fake.graph_url();
+        let sender: Arc<dyn ChannelSender> =
+            Arc::new(GraphChannel::new(config).map_err(|e| anyhow::anyhow!("{e}"))?);
+        sender
+            .health_check()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let cap = engager_channels::graph::MAX_MAILBOX_CONCURRENCY;
+        let sends = c.min(cap) * rounds;
+        let (seconds, failures) = drive(sender, Channel::Email, c, sends).await?;
+        anyhow::ensure!(
+            fake.sent().len() == sends - failures,
+            "Graph fake sent {} messages for {} successful sends",
+            fake.sent().len(),
+            sends - failures
+        );
+        anyhow::ensure!(
+            fake.throttled() == 0,
+            "the Graph channel exceeded the mailbox concurrency limit"
+        );
+        runs.push(ChannelRun {
+            provider: "graph",
+            concurrency: c,
+            sends,
+            failures,
+            seconds,
+            requests_per_send: 2,
+            provider_cap: cap,
+        });
+    }
+    let latency_s = latency.as_secs_f64();
+    if json {
+        print_json(&json!({
+            "latency_ms": latency_ms,
+            "runs": runs.iter().map(|r| json!({
+                "provider": r.provider, "concurrency": r.concurrency, "sends": r.sends,
+                "failures": r.failures, "seconds": r.seconds, "sends_per_second": r.per_second(),
+                "ratio_to_c_over_latency": r.ratio(latency_s),
+                "ratio_to_provider_bound": r.ratio_to_bound(latency_s),
+            })).collect::<Vec<_>>(),
+        }));
+    } else {
+        let mut t = table(&[
+            "Provider",
+            "C",
+            "Sends",
+            "Failed",
+            "Sends/s",
+            "÷ (C / latency)",
+            "÷ provider bound",
+        ]);
+        for r in &runs {
+            t.add_row(vec![
+                r.provider.to_owned(),
+                r.concurrency.to_string(),
+                r.sends.to_string(),
+                r.failures.to_string(),
+                format!("{:.1}", r.per_second()),
+                format!("{:.3}", r.ratio(latency_s)),
+                format!("{:.3}", r.ratio_to_bound(latency_s)),
+            ]);
+        }
+        println!("Channel throughput against the local fakes, {latency_ms} ms per provider request:\n{t}");
+        println!(
+            "Twilio: one request per send, no client-side cap. Graph: two requests per send (draft, \
+             then send) and at most {} in flight per mailbox, so its bound is min(C, 4) / (2 × latency).",
+            engager_channels::graph::MAX_MAILBOX_CONCURRENCY
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// --- timing --------------------------------------------------------------------------------
+
+/// Calls per second of `f` over `iterations` inputs from `make` (inputs built beforehand).
+fn per_second<I, O>(iterations: usize, make: impl Fn(usize) -> I, f: impl Fn(&I) -> O) -> f64 {
+    let inputs: Vec<I> = (0..iterations.max(1)).map(make).collect();
+    // Warm up caches and branch predictors on a slice first.
+    for input in inputs.iter().take(10_000) {
+        std::hint::black_box(f(std::hint::black_box(input)));
+    }
+    let started = Instant::now();
+    for input in &inputs {
+        std::hint::black_box(f(std::hint::black_box(input)));
+    }
+    inputs.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+fn timing(iterations: usize, json: bool) -> Result<ExitCode> {
+    use engager_domain::best_time::{BestTimeModel, HourWeights, ScoreTable};
+    use engager_domain::holidays::HolidayCalendar;
+    use engager_domain::schedule::{choose_slot, BestTime, QuietHours, SlotRules};
+    use engager_domain::timing::{next_send_slot, SendWindow};
+    use engager_domain::zone::{country_zones, resolve_zone, ZoneSpread};
+    use engager_domain::{Engagement, EventKind};
+
+    const ZONES: [&str; 8] = [
+        "America/New_York",
+        "America/Denver",
+        "Europe/Berlin",
+        "Europe/London",
+        "Asia/Kolkata",
+        "Asia/Tokyo",
+        "America/Sao_Paulo",
+        "Australia/Sydney",
+    ];
+    const COUNTRIES: [&str; 8] = ["US", "US", "DE", "GB", "IN", "JP", "BR", "AU"];
+    let zones: Vec<TimeZone> = ZONES
+        .iter()
+        .map(|z| TimeZone::parse(z))
+        .collect::<Result<_, _>>()?;
+    let start = DateTime::parse_from_rfc3339("2026-03-02T00:00:00Z")?.with_timezone(&Utc);
+    // Instants spread over two years (7919 minutes apart, so every hour and weekday occurs).
+    let instant = |i: usize| start + Duration::minutes((i as i64 * 7919) % (2 * 365 * 24 * 60));
+    let window = SendWindow::business_hours();
+    let max_jitter = Duration::minutes(90);
+    let calendar = HolidayCalendar::builtin();
+    let prior = ScoreTable::prior(&HourWeights::industry_default());
+    let sms = QuietHours::from_hours(8, 21)?.with_end_margin(Duration::minutes(30));
+    let us = ZoneSpread::of(country_zones("US"));
+
+    let mut results: Vec<(&str, f64)> = Vec::new();
+    results.push((
+        "next_send_slot (window only)",
+        per_second(
+            iterations,
+            |i| (zones[i % 8], instant(i), (i % 97) as f64 / 97.0),
+            |(z, t, j)| next_send_slot(&window, *z, *t, *j, max_jitter),
+        ),
+    ));
+    results.push((
+        "choose_slot: window + holidays",
+        per_second(
+            iterations,
+            |i| (i % 8, instant(i), (i % 97) as f64 / 97.0),
+            |(k, t, j)| {
+                let rules = SlotRules {
+                    window,
+                    zone: zones[*k],
+                    holidays: calendar.for_country(Some(COUNTRIES[*k])),
+                    spread_hours: None,
+                };
+                choose_slot(&rules, *t, None, *j, max_jitter).at
+            },
+        ),
+    ));
+    let search = BestTime {
+        scores: &prior,
+        horizon_days: 5,
+        day_penalty: 0.1,
+        latest: None,
+    };
+    results.push((
+        "choose_slot: + best hour over 5 days",
+        per_second(
+            iterations,
+            |i| (i % 8, instant(i), (i % 97) as f64 / 97.0),
+            |(k, t, j)| {
+                let rules = SlotRules {
+                    window,
+                    zone: zones[*k],
+                    holidays: calendar.for_country(Some(COUNTRIES[*k])),
+                    spread_hours: None,
+                };
+                choose_slot(&rules, *t, Some(&search), *j, max_jitter).at
+            },
+        ),
+    ));
+    results.push((
+        "choose_slot: SMS, US number without city (7 zones)",
+        per_second(
+            iterations / 4,
+            |i| (instant(i), (i % 97) as f64 / 97.0),
+            |(t, j)| {
+                let rules = SlotRules {
+                    window: sms.apply_to(&window),
+                    zone: zones[0],
+                    holidays: calendar.for_country(Some("US")),
+                    spread_hours: Some((sms, us)),
+                };
+                choose_slot(&rules, *t, Some(&search), *j, max_jitter).at
+            },
+        ),
+    ));
+    let leads = synthetic_leads(0, 1024);
+    let default_zone = zones[0];
+    results.push((
+        "per lead: zone resolution + holidays + best-hour slot",
+        per_second(
+            iterations,
+            |i| (i % 1024, instant(i)),
+            |(k, t)| {
+                let lead = &leads[*k];
+                let zone = resolve_zone(lead, default_zone);
+                let country = lead.country.as_ref().map(|c| c.as_str());
+                let rules = SlotRules {
+                    window,
+                    zone: zone.zone,
+                    holidays: calendar.for_country(country),
+                    spread_hours: None,
+                };
+                choose_slot(&rules, *t, Some(&search), 0.5, max_jitter).at
+            },
+        ),
+    ));
+    let model = BestTimeModel::default();
+    let events: Vec<Engagement> = (0..10)
+        .map(|i| Engagement {
+            at: start + Duration::hours(i * 26 + 7),
+            kind: if i % 3 == 0 {
+                EventKind::Clicked
+            } else {
+                EventKind::Opened
+            },
+            delivery: None,
+        })
+        .collect();
+    results.push((
+        "best-time blend of 10 events (leads with history only)",
+        per_second(
+            iterations / 10,
+            |i| zones[i % 8],
+            |z| model.blend(&prior, &events, *z).evidence(),
+        ),
+    ));
+    if json {
+        print_json(&json!(results
+            .iter()
+            .map(|(name, rate)| json!({"measure": name, "calls_per_second": rate}))
+            .collect::<Vec<_>>()));
+    } else {
+        let mut t = table(&["Pure function (one core)", "Calls/s"]);
+        for (name, rate) in &results {
+            t.add_row(vec![name.to_string(), format!("{rate:.0}")]);
+        }
+        println!("{t}");
     }
     Ok(ExitCode::SUCCESS)
 }

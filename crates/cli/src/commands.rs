@@ -27,6 +27,8 @@ pub struct App {
     pub engine: EngineConfig,
     pub store: Arc<dyn Store>,
     pub config_dir: PathBuf,
+    /// The senders, built once at start so that a bad provider configuration fails early.
+    channel_set: ChannelSet,
 }
 
 impl App {
@@ -35,6 +37,7 @@ impl App {
         let (settings, engine) = settings::load_engine(config)?;
         telemetry::init(&settings.telemetry.format, &settings.telemetry.level);
         let config_dir = config_dir(config);
+        let channel_set = configured_channels(&settings, &engine, &config_dir)?;
         let url = settings.store_url(&config_dir);
         let store = engager_store::open(&url)
             .await
@@ -44,16 +47,87 @@ impl App {
             engine,
             store,
             config_dir,
+            channel_set,
         })
     }
 
-    /// The outbox channels of every enabled channel.
+    /// The senders of every enabled channel: a configured provider, else the outbox.
     pub fn channels(&self) -> ChannelSet {
-        channel_set(&self.engine, &self.settings.outbox_dir(&self.config_dir))
+        self.channel_set.clone()
     }
 }
 
-/// Outbox senders for every enabled channel.
+/// The senders of every enabled channel: Microsoft Graph or SMTP for email when
+/// `[channels.graph]` or `[channels.smtp]` is set (not both), Twilio for SMS when
+/// `[channels.twilio]` is set, the outbox otherwise. A provider
+/// configured for a channel that is not enabled is not used.
+pub fn configured_channels(
+    settings: &Settings,
+    engine: &EngineConfig,
+    config_dir: &Path,
+) -> Result<ChannelSet> {
+    let mut set = channel_set(engine, &settings.outbox_dir(config_dir));
+    let enabled = |c: engager_domain::Channel| engine.enabled_channels.contains(&c);
+    if let Some(graph) = &settings.channels.graph {
+        if enabled(engager_domain::Channel::Email) {
+            if !graph
+                .mailbox
+                .eq_ignore_ascii_case(engine.sender.email.as_str())
+            {
+                warn!(
+                    mailbox = %graph.mailbox,
+                    "Graph sends from its mailbox, which differs from `sender.email`; recipients will see the mailbox's address."
+                );
+            }
+            let channel = engager_channels::GraphChannel::new(graph.clone())
+                .map_err(|e| anyhow!("configuring Microsoft Graph: {e}"))?;
+            set = set.with(Arc::new(channel) as Arc<dyn ChannelSender>);
+        }
+    }
+    if let Some(twilio) = &settings.channels.twilio {
+        if enabled(engager_domain::Channel::Sms) {
+            let channel = engager_channels::TwilioChannel::new(twilio.clone())
+                .map_err(|e| anyhow!("configuring Twilio: {e}"))?;
+            set = set.with(Arc::new(channel) as Arc<dyn ChannelSender>);
+        }
+    }
+    if let Some(smtp) = settings.smtp_config(config_dir)? {
+        if enabled(engager_domain::Channel::Email) {
+            let from_domain = engine
+                .sender
+                .email
+                .as_str()
+                .rsplit('@')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            match &smtp.dkim {
+                None => warn!("SMTP mail is not DKIM-signed: set [channels.smtp.dkim]; Gmail and Yahoo expect it and one-click unsubscribe needs it."),
+                Some(dkim) if !dkim_aligns(&from_domain, &dkim.domain.to_ascii_lowercase()) => warn!(
+                    dkim_domain = %dkim.domain,
+                    "The DKIM domain does not align with the domain of `sender.email`; DMARC will not pass on DKIM."
+                ),
+                Some(_) => {}
+            }
+            let channel = engager_channels::SmtpChannel::new(&smtp)
+                .map_err(|e| anyhow!("configuring SMTP: {e}"))?;
+            set = set.with(Arc::new(channel) as Arc<dyn ChannelSender>);
+        }
+    }
+    Ok(set)
+}
+
+/// Whether a DKIM domain can align with the From domain under DMARC's relaxed rule (one is
+/// the other or a subdomain of it; the organizational-domain check needs the public suffix
+/// list, so this only catches plain mistakes).
+fn dkim_aligns(from_domain: &str, dkim_domain: &str) -> bool {
+    from_domain == dkim_domain
+        || from_domain.ends_with(&format!(".{dkim_domain}"))
+        || dkim_domain.ends_with(&format!(".{from_domain}"))
+}
+
+/// Outbox senders for every enabled channel (quickstart uses only these: it never sends
+/// through a provider).
 pub fn channel_set(engine: &EngineConfig, outbox: &Path) -> ChannelSet {
     let config = OutboxConfig {
         dir: outbox.to_path_buf(),
@@ -66,7 +140,7 @@ pub fn channel_set(engine: &EngineConfig, outbox: &Path) -> ChannelSet {
         })
 }
 
-fn config_dir(config: Option<&Path>) -> PathBuf {
+pub(crate) fn config_dir(config: Option<&Path>) -> PathBuf {
     config
         .and_then(|p| p.parent())
         .map(|p| {
@@ -108,10 +182,17 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
             Command::Run(args) => run(App::open(config).await?, config, args, json).await,
             Command::Status => status(&App::open(config).await?, json).await,
             Command::Explain(args) => explain(&App::open(config).await?, args, json).await,
+            Command::Schedule(args) => {
+                crate::schedule::run(&App::open(config).await?, args, json).await
+            }
             Command::Outbox(c) => outbox(&App::open(config).await?, c, json).await,
+            Command::Deliveries(c) => {
+                crate::deliveries::run(&App::open(config).await?, c, json).await
+            }
             Command::Event(args) => event(&App::open(config).await?, args, json).await,
             Command::Airtable(c) => airtable(&App::open(config).await?, c, json).await,
             Command::Bench(args) => crate::bench::run(args.what, json).await,
+            Command::Doctor => crate::doctor::run(config, json).await,
         }
     }
     .instrument(span)
@@ -524,7 +605,15 @@ async fn run(app: App, config: Option<&Path>, args: RunArgs, json: bool) -> Resu
         return Ok(ExitCode::SUCCESS);
     }
     let channels = app.channels();
-    let dispatcher = Dispatcher::new(app.store.as_ref(), &catalog, &app.engine, &channels);
+    let guard = app.settings.guard()?;
+    let alerter = app.settings.alerter(
+        &app.engine,
+        channels.get(engager_domain::Channel::Email).cloned(),
+    )?;
+    let dispatcher = Dispatcher::new(app.store.as_ref(), &catalog, &app.engine, &channels)
+        .real_time()
+        .with_guard(&guard)
+        .with_alerts(&alerter);
     let sent = dispatcher.dispatch_due(now, args.limit).await?;
     if json {
         print_json(&json!({
@@ -587,6 +676,11 @@ async fn daemon(app: App, config: Option<&Path>, limit: Option<usize>) -> Result
     let mut tick =
         std::time::Duration::from_secs(u64::from(app.settings.daemon.tick_seconds.max(1)));
     let mut channels = app.channels();
+    let mut guard = app.settings.guard()?;
+    let mut alerter = app.settings.alerter(
+        &engine,
+        channels.get(engager_domain::Channel::Email).cloned(),
+    )?;
     let mut catalog = Catalog::load(app.store.as_ref()).await?;
     eprintln!(
         "engager daemon started (worker {}); SIGHUP reloads the configuration, Ctrl-C stops.",
@@ -609,6 +703,9 @@ async fn daemon(app: App, config: Option<&Path>, limit: Option<usize>) -> Result
             Err(e) => warn!(error = %e, "Planner pass failed; will try again."),
         }
         match Dispatcher::new(app.store.as_ref(), &catalog, &engine, &channels)
+            .real_time()
+            .with_guard(&guard)
+            .with_alerts(&alerter)
             .dispatch_due(now, limit)
             .await
         {
@@ -635,12 +732,29 @@ async fn daemon(app: App, config: Option<&Path>, limit: Option<usize>) -> Result
             _ = hup.recv() => {
                 match settings::load_engine(config) {
                     Ok((new_settings, new_engine)) => {
+                        let rebuilt = new_settings.guard().and_then(|g| {
+                            let set = channel_set(&new_engine, &new_settings.outbox_dir(&app.config_dir));
+                            let a = new_settings.alerter(&new_engine, set.get(engager_domain::Channel::Email).cloned())?;
+                            Ok((g, a))
+                        });
+                        let (new_guard, new_alerter) = match rebuilt {
+                            Ok(pair) => pair,
+                            Err(e) => {
+                                eprintln!("SIGHUP: the new configuration is invalid, keeping the old one: {e:#}");
+                                continue;
+                            }
+                        };
+                        guard = new_guard;
+                        alerter = new_alerter;
                         match Catalog::load(app.store.as_ref()).await {
                             Ok(c) => catalog = c,
                             Err(e) => warn!(error = %e, "Campaigns could not be reloaded; keeping the loaded ones."),
                         }
                         tick = std::time::Duration::from_secs(u64::from(new_settings.daemon.tick_seconds.max(1)));
-                        channels = channel_set(&new_engine, &new_settings.outbox_dir(&app.config_dir));
+                        match configured_channels(&new_settings, &new_engine, &app.config_dir) {
+                            Ok(set) => channels = set,
+                            Err(e) => eprintln!("SIGHUP: the channels could not be rebuilt, keeping the old ones: {e:#}"),
+                        }
                         engine = new_engine;
                         eprintln!("SIGHUP: configuration reloaded.");
                     }
@@ -662,6 +776,7 @@ async fn status(app: &App, json: bool) -> Result<ExitCode> {
     let enrollments = app.store.enrollment_counts().await?;
     let steps = summary::Summary::load(app.store.as_ref(), &catalog).await?;
     let next = app.store.next_due_at().await?;
+    let accounts = account_health(app).await?;
     if json {
         print_json(&json!({
             "backend": app.store.backend(),
@@ -669,6 +784,11 @@ async fn status(app: &App, json: bool) -> Result<ExitCode> {
             "enrollments": enrollments.iter().map(|(c, s, n)| json!({"campaign": catalog.get(*c).map(|c| c.slug.clone()), "state": s, "count": n})).collect::<Vec<_>>(),
             "steps": steps.to_json(),
             "next_due_at": next.map(|t| t.to_rfc3339()),
+            "accounts": accounts.iter().map(|a| json!({
+                "account": a.account, "circuit": a.circuit, "open_until": a.open_until.map(|t| t.to_rfc3339()),
+                "sent_today": a.sent_today, "cap_today": a.cap_today, "left_today": a.cap_today.map(|c| u64::from(c).saturating_sub(a.sent_today)),
+                "queued": a.queued, "oldest_due": a.oldest_due.map(|t| t.to_rfc3339()), "by_state": a.by_state,
+            })).collect::<Vec<_>>(),
         }));
         return Ok(ExitCode::SUCCESS);
     }
@@ -698,10 +818,110 @@ async fn status(app: &App, json: bool) -> Result<ExitCode> {
     }
     println!("{t}");
     println!("{}", steps.render());
+    if !accounts.is_empty() {
+        let mut t = table(&[
+            "Account",
+            "Circuit",
+            "Sent today",
+            "Left today",
+            "Queued",
+            "Oldest due",
+            "Rows by state",
+        ]);
+        for a in &accounts {
+            t.add_row(vec![
+                a.account.clone(),
+                match a.open_until {
+                    Some(until) => format!("{} until {}", a.circuit, when(until)),
+                    None => a.circuit.clone(),
+                },
+                a.sent_today.to_string(),
+                a.cap_today.map_or_else(
+                    || "no cap".into(),
+                    |c| u64::from(c).saturating_sub(a.sent_today).to_string(),
+                ),
+                a.queued.to_string(),
+                a.oldest_due.map(when).unwrap_or_default(),
+                a.by_state
+                    .iter()
+                    .map(|(s, n)| format!("{n} {s}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ]);
+        }
+        println!("{t}");
+    }
     if let Some(next) = next {
         println!("Next work is due at {}.", when(next));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One sending account's health, as `engager status` shows it.
+struct AccountView {
+    account: String,
+    circuit: String,
+    open_until: Option<chrono::DateTime<Utc>>,
+    sent_today: u64,
+    cap_today: Option<u32>,
+    queued: u64,
+    oldest_due: Option<chrono::DateTime<Utc>>,
+    by_state: std::collections::BTreeMap<String, u64>,
+}
+
+async fn account_health(app: &App) -> Result<Vec<AccountView>> {
+    let now = SystemClock.now();
+    let channels = app.channels();
+    let guard = app.settings.guard()?;
+    let ledger = app.store.ledger_overview().await?;
+    let states = app.store.account_states().await?;
+    let day_start = now
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .map_or(now, |t| t.and_utc());
+    let sent = app.store.sent_counts_since(day_start).await?;
+    let mut out = Vec::new();
+    for sender in channels.all() {
+        let channel = sender.channel();
+        let account = engager_engine::guard::SendGuard::account(channel, sender.name());
+        let saved = states.iter().find(|s| s.account == account);
+        let open_until = saved.and_then(|s| s.open_until).filter(|u| *u > now);
+        let rows: Vec<_> = ledger.iter().filter(|r| r.channel == channel).collect();
+        let queued_states = [
+            DeliveryState::Planned,
+            DeliveryState::RetryWait,
+            DeliveryState::Claimed,
+        ];
+        out.push(AccountView {
+            circuit: match (saved, open_until) {
+                (_, Some(_)) => "open".to_owned(),
+                (Some(s), None) if s.circuit == "open" => "half-open (cool-down over)".to_owned(),
+                _ => "closed".to_owned(),
+            },
+            account,
+            open_until,
+            sent_today: sent
+                .iter()
+                .find(|(c, _)| *c == channel)
+                .map_or(0, |(_, n)| *n),
+            cap_today: guard.cap_on(channel, now.date_naive()),
+            queued: rows
+                .iter()
+                .filter(|r| queued_states.contains(&r.state))
+                .map(|r| r.count)
+                .sum(),
+            oldest_due: rows
+                .iter()
+                .filter(|r| queued_states.contains(&r.state))
+                .filter_map(|r| r.oldest_due)
+                .min(),
+            by_state: rows
+                .iter()
+                .map(|r| (r.state.to_string(), r.count))
+                .collect(),
+        });
+    }
+    Ok(out)
 }
 
 // --- explain ---------------------------------------------------------------------------
@@ -942,13 +1162,14 @@ async fn outbox(app: &App, command: OutboxCommand, json: bool) -> Result<ExitCod
 pub struct EventArgs {
     /// Lead id or email.
     pub lead: String,
-    /// replied, unsubscribed, hard_bounce, complained, converted, opened, clicked.
+    /// replied, negative_reply, not_interested, unsubscribed, hard_bounce, complained,
+    /// converted, opened, clicked.
     pub kind: String,
 }
 
 async fn event(app: &App, args: EventArgs, json: bool) -> Result<ExitCode> {
     let lead = find_lead(app.store.as_ref(), &args.lead).await?;
-    let kind: EventKind = args.kind.parse().map_err(|e| anyhow!("{e}: expected one of replied, unsubscribed, hard_bounce, complained, converted, opened, clicked"))?;
+    let kind: EventKind = args.kind.parse().map_err(|e| anyhow!("{e}: expected one of replied, negative_reply, not_interested, unsubscribed, hard_bounce, complained, converted, opened, clicked"))?;
     let effects = app
         .store
         .record_event(&NewEvent {

@@ -1,9 +1,14 @@
 //! `engager`: the command-line interface and daemon.
 
 mod bench;
+mod bench_dispatch;
+mod bench_smtp;
 mod commands;
+mod deliveries;
+mod doctor;
 mod output;
 mod quickstart;
+mod schedule;
 mod settings;
 mod summary;
 mod telemetry;
@@ -47,16 +52,24 @@ pub enum Command {
     Status,
     /// Why a lead did or did not get each step: every gate, pass or fail, with its reason.
     Explain(commands::ExplainArgs),
+    /// A lead's next slots and why: zone, window, holidays, best-hour scores, budget.
+    Schedule(schedule::ScheduleArgs),
     /// Inspect the delivery ledger and the outbox.
     #[command(subcommand)]
     Outbox(commands::OutboxCommand),
+    /// Deliveries whose outcome is unknown after a crash or timeout, and their resolution.
+    #[command(subcommand)]
+    Deliveries(deliveries::DeliveriesCommand),
     /// Record an engagement event by hand (a reply, an unsubscribe, a meeting).
     Event(commands::EventArgs),
     /// Sync leads from Airtable and write back their status.
     #[command(subcommand)]
     Airtable(commands::AirtableCommand),
-    /// Measure throughput (planner, ledger, quickstart).
+    /// Measure throughput (planner, ledger, quickstart, channels).
     Bench(BenchArgs),
+    /// Check every configured channel (credentials, permissions, mailbox/account) and print
+    /// a table of what works.
+    Doctor,
 }
 
 /// `engager bench`

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Duration, Utc};
 use clap::Args;
-use engager_engine::simulation::{simulate, EngagementModel, SimulationOptions};
+use engager_engine::simulation::{simulate_with_guard, EngagementModel, SimulationOptions};
 use engager_engine::Catalog;
 use engager_store::LeadFilter;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -135,12 +135,14 @@ pub async fn execute(args: &QuickstartArgs, show_progress: bool) -> Result<Outco
             .progress_chars("=> "),
     );
     bar.set_prefix(format!("Simulating {} days", args.days));
-    let report = simulate(
+    let guard = settings.guard()?;
+    let report = simulate_with_guard(
         store.as_ref(),
         &catalog,
         &engine,
         &channels,
         &options,
+        &guard,
         |done, total| {
             bar.set_length(total);
             bar.set_position(done);

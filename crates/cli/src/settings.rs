@@ -2,12 +2,17 @@
 //! → command-line flags. Unknown keys and invalid values fail at start, naming the key.
 //! Secrets are `secrecy` strings: never printed, not in `Debug`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use chrono::Duration;
 use engager_channels::Sender;
-use engager_domain::frequency::FrequencyPolicy;
+use engager_domain::best_time::{BestTimeModel, HourWeights, ScoreTable};
+use engager_domain::frequency::{BudgetRules, Fatigue, FrequencyPolicy};
+use engager_domain::holidays::HolidayCalendar;
+use engager_domain::schedule::QuietHours;
+use engager_domain::CountryCode;
 use engager_domain::{Channel, EmailAddress, TimeZone};
 use engager_engine::EngineConfig;
 use figment::providers::{Env, Format, Toml};
@@ -41,12 +46,27 @@ pub struct Settings {
     /// The Airtable source, when used.
     #[serde(default)]
     pub airtable: Option<engager_sources::airtable::AirtableConfig>,
+    /// Rate limits and daily caps per channel's sending account.
+    #[serde(default)]
+    pub limits: LimitSettings,
+    /// Circuit breakers.
+    #[serde(default)]
+    pub circuit: CircuitSettings,
+    /// Where alerts go.
+    #[serde(default)]
+    pub alerts: AlertSettings,
     /// Logging.
     #[serde(default)]
     pub telemetry: TelemetrySettings,
     /// The long-running mode.
     #[serde(default)]
     pub daemon: DaemonSettings,
+    /// Holiday calendars.
+    #[serde(default)]
+    pub holidays: HolidaySettings,
+    /// The best-time model.
+    #[serde(default)]
+    pub best_time: BestTimeSettings,
 }
 
 /// `[store]`
@@ -124,6 +144,12 @@ pub struct TimingSettings {
     pub sms_end_hour: u32,
     /// Most SMS segments per message.
     pub max_sms_segments: usize,
+    /// Stricter SMS hours per subdivision (ISO 3166-2 code → `HH:MM-HH:MM`).
+    pub sms_state_hours: BTreeMap<String, String>,
+    /// Minutes SMS are planned before the end of the SMS hours, for a late dispatcher.
+    pub sms_margin_minutes: u32,
+    /// Days of each lead's touches and events the planner reads.
+    pub history_days: u32,
 }
 
 impl Default for TimingSettings {
@@ -134,7 +160,106 @@ impl Default for TimingSettings {
             sms_start_hour: 8,
             sms_end_hour: 21,
             max_sms_segments: 3,
+            sms_state_hours: [("US-FL", "08:00-20:00"), ("US-MD", "08:00-20:00")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            sms_margin_minutes: 30,
+            history_days: 90,
         }
+    }
+}
+
+/// `[holidays]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HolidaySettings {
+    /// Whether the built-in national holidays of the example countries apply.
+    pub builtin: bool,
+    /// More holidays per country (ISO 3166-1 alpha-2 → `YYYY-MM-DD` dates).
+    pub dates: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for HolidaySettings {
+    fn default() -> Self {
+        Self {
+            builtin: true,
+            dates: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[best_time]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BestTimeSettings {
+    /// Whether the planner picks the learned best hour (campaigns may override).
+    pub enabled: bool,
+    /// Open window days searched for the best hour.
+    pub horizon_days: u32,
+    /// Share of its score a slot loses per day of waiting.
+    pub day_penalty: f64,
+    /// Weighted events at which a lead's own pattern counts as much as the prior.
+    pub pseudo_count: f64,
+    /// Weight of an open.
+    pub open_weight: f64,
+    /// Weight of a click.
+    pub click_weight: f64,
+    /// Weight of a reply.
+    pub reply_weight: f64,
+    /// Hours over which one event spreads (kernel standard deviation).
+    pub bandwidth_hours: f64,
+    /// The prior weekday × hour table; rows left out keep the built-in ones.
+    pub prior: WeekTable,
+    /// Priors per industry (matched case-insensitively); rows left out keep `prior`'s.
+    pub industries: BTreeMap<String, WeekTable>,
+}
+
+impl Default for BestTimeSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            horizon_days: 5,
+            day_penalty: 0.1,
+            pseudo_count: 4.0,
+            open_weight: 1.0,
+            click_weight: 1.5,
+            reply_weight: 2.0,
+            bandwidth_hours: 1.0,
+            prior: WeekTable::default(),
+            industries: BTreeMap::new(),
+        }
+    }
+}
+
+/// Seven optional rows of 24 hourly weights (local time, 00 to 23).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WeekTable {
+    /// Monday.
+    pub mon: Option<Vec<f64>>,
+    /// Tuesday.
+    pub tue: Option<Vec<f64>>,
+    /// Wednesday.
+    pub wed: Option<Vec<f64>>,
+    /// Thursday.
+    pub thu: Option<Vec<f64>>,
+    /// Friday.
+    pub fri: Option<Vec<f64>>,
+    /// Saturday.
+    pub sat: Option<Vec<f64>>,
+    /// Sunday.
+    pub sun: Option<Vec<f64>>,
+}
+
+impl WeekTable {
+    fn weights(&self, base: &HourWeights, key: &str) -> Result<HourWeights> {
+        let rows = [
+            &self.mon, &self.tue, &self.wed, &self.thu, &self.fri, &self.sat, &self.sun,
+        ]
+        .map(|r| r.as_deref());
+        HourWeights::from_rows(base, rows)
+            .map_err(|e| anyhow!("invalid configuration at key `{key}`: {e}"))
     }
 }
 
@@ -146,6 +271,18 @@ pub struct FrequencySettings {
     pub min_gap_hours: u32,
     /// Maximum touches of one lead in any 7 days.
     pub max_per_week: u32,
+    /// Days without any touch after a reply (or a conversion).
+    pub reply_cooldown_days: u32,
+    /// Unanswered touches in a row before the gap lengthens.
+    pub fatigue_after: u32,
+    /// Gap multiplier per further unanswered touch (1.0 turns fatigue off).
+    pub fatigue_factor: f64,
+    /// Longest gap fatigue produces, hours.
+    pub fatigue_max_gap_hours: u32,
+    /// Days a lead is paused after "not interested" or a negative reply.
+    pub negative_pause_days: u32,
+    /// Limits per channel, counting only that channel's touches.
+    pub channels: BTreeMap<String, engager_engine::campaign_file::ChannelLimitSpec>,
 }
 
 impl Default for FrequencySettings {
@@ -153,6 +290,12 @@ impl Default for FrequencySettings {
         Self {
             min_gap_hours: 48,
             max_per_week: 3,
+            reply_cooldown_days: 30,
+            fatigue_after: 2,
+            fatigue_factor: 1.5,
+            fatigue_max_gap_hours: 336,
+            negative_pause_days: 180,
+            channels: BTreeMap::new(),
         }
     }
 }
@@ -167,6 +310,8 @@ pub struct DispatchSettings {
     pub lease_seconds: u32,
     /// Attempts before a transient failure is final.
     pub max_attempts: u32,
+    /// Hours after planning when a transient failure is final.
+    pub max_age_hours: u32,
     /// First retry delay, seconds.
     pub retry_base_seconds: u32,
     /// Longest retry delay, seconds.
@@ -181,6 +326,7 @@ impl Default for DispatchSettings {
             batch_size: 500,
             lease_seconds: 300,
             max_attempts: 5,
+            max_age_hours: 72,
             retry_base_seconds: 60,
             retry_max_seconds: 3600,
             worker_id: None,
@@ -196,6 +342,14 @@ pub struct ChannelSettings {
     pub enabled: Vec<String>,
     /// Outbox directory (the embedded default channel for every enabled channel).
     pub outbox_dir: PathBuf,
+    /// Email through Microsoft Graph, replacing the email outbox when set.
+    pub graph: Option<engager_channels::GraphConfig>,
+    /// SMS through Twilio, replacing the SMS outbox when set.
+    pub twilio: Option<engager_channels::TwilioConfig>,
+    /// Email through an SMTP relay, replacing the email outbox when set.
+    pub smtp: Option<engager_channels::SmtpConfig>,
+    /// The mailbox polled over IMAP for replies and bounces.
+    pub imap: Option<engager_channels::ImapConfig>,
 }
 
 impl Default for ChannelSettings {
@@ -203,6 +357,109 @@ impl Default for ChannelSettings {
         Self {
             enabled: vec!["email".into(), "sms".into(), "linkedin".into()],
             outbox_dir: "outbox".into(),
+            graph: None,
+            twilio: None,
+            smtp: None,
+            imap: None,
+        }
+    }
+}
+
+/// `[limits]`: one table per channel.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Email account limits.
+    pub email: ChannelLimits,
+    /// SMS account limits.
+    pub sms: ChannelLimits,
+    /// LinkedIn task limits.
+    pub linkedin: ChannelLimits,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            email: ChannelLimits {
+                per_minute: Some(30),
+                daily_cap: Some(10_000),
+                ..Default::default()
+            },
+            sms: ChannelLimits {
+                per_second: Some(1),
+                daily_cap: Some(2_000),
+                ..Default::default()
+            },
+            linkedin: ChannelLimits {
+                daily_cap: Some(40),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// `[limits.<channel>]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelLimits {
+    /// Sends per second.
+    pub per_second: Option<u32>,
+    /// Sends per minute.
+    pub per_minute: Option<u32>,
+    /// Sends per UTC day once warmed up.
+    pub daily_cap: Option<u32>,
+    /// Caps of the first days (warm-up ramp).
+    pub warmup: Vec<u32>,
+    /// First day of the ramp (YYYY-MM-DD).
+    pub warmup_start: Option<String>,
+}
+
+/// `[circuit]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitSettings {
+    /// Failure ratio that opens the circuit.
+    pub failure_ratio: f64,
+    /// Fewest calls in the window before the ratio counts.
+    pub min_calls: usize,
+    /// Window of outcomes, seconds.
+    pub window_seconds: u32,
+    /// Time open before a probe, seconds.
+    pub cool_down_seconds: u32,
+    /// Consecutive successful probes that close it.
+    pub close_after: u32,
+}
+
+impl Default for CircuitSettings {
+    fn default() -> Self {
+        Self {
+            failure_ratio: 0.5,
+            min_calls: 10,
+            window_seconds: 60,
+            cool_down_seconds: 30,
+            close_after: 3,
+        }
+    }
+}
+
+/// `[alerts]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertSettings {
+    /// URL receiving each alert as a JSON POST.
+    pub webhook_url: Option<String>,
+    /// Administrator address receiving each alert by email (through the email channel).
+    pub email: Option<String>,
+    /// Repeats of one alert within this many minutes are dropped.
+    pub dedup_minutes: u32,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        Self {
+            webhook_url: None,
+            email: None,
+            dedup_minutes: 60,
         }
     }
 }
@@ -362,6 +619,8 @@ impl Settings {
                 min_gap: Duration::hours(i64::from(self.frequency.min_gap_hours)),
                 max_per_week: self.frequency.max_per_week,
             },
+            budget: self.budget_rules()?,
+            timing: self.timing_rules()?,
             max_jitter: Duration::minutes(i64::from(self.timing.max_jitter_minutes)),
             sms_quiet_start_hour: self.timing.sms_start_hour,
             sms_quiet_end_hour: self.timing.sms_end_hour,
@@ -369,10 +628,132 @@ impl Settings {
             batch_size: self.dispatch.batch_size,
             lease: Duration::seconds(i64::from(self.dispatch.lease_seconds.max(1))),
             max_attempts: self.dispatch.max_attempts,
+            max_age: Duration::hours(i64::from(self.dispatch.max_age_hours.max(1))),
             retry_base_delay: Duration::seconds(i64::from(self.dispatch.retry_base_seconds.max(1))),
             retry_max_delay: Duration::seconds(i64::from(self.dispatch.retry_max_seconds.max(1))),
             enabled_channels: enabled,
             worker_id,
+        })
+    }
+
+    /// `[frequency]`'s rules beyond the gap and weekly cap; errors name the key.
+    fn budget_rules(&self) -> Result<BudgetRules> {
+        let f = &self.frequency;
+        if f.max_per_week == 0 {
+            return Err(anyhow!(
+                "invalid configuration at key `frequency.max_per_week`: must be at least 1"
+            ));
+        }
+        if !f.fatigue_factor.is_finite() || f.fatigue_factor < 1.0 {
+            return Err(anyhow!("invalid configuration at key `frequency.fatigue_factor`: expected a number ≥ 1.0 (1.0 turns fatigue off), got {}", f.fatigue_factor));
+        }
+        let channels =
+            engager_engine::campaign_file::channel_limits(&f.channels, "frequency.channels")
+                .map_err(|(key, reason)| {
+                    anyhow!("invalid configuration at key `{key}`: {reason}")
+                })?;
+        Ok(BudgetRules {
+            channels,
+            reply_cooldown: Duration::days(i64::from(f.reply_cooldown_days)),
+            fatigue: Fatigue {
+                after: f.fatigue_after,
+                factor: f.fatigue_factor,
+                max_gap: Duration::hours(i64::from(f.fatigue_max_gap_hours)),
+            },
+            negative_pause: Duration::days(i64::from(f.negative_pause_days)),
+        })
+    }
+
+    /// `[timing]`, `[holidays]` and `[best_time]` as the engine's timing rules; errors name
+    /// the key.
+    fn timing_rules(&self) -> Result<engager_engine::timing::TimingRules> {
+        let mut holidays = if self.holidays.builtin {
+            HolidayCalendar::builtin()
+        } else {
+            HolidayCalendar::empty()
+        };
+        for (country, dates) in &self.holidays.dates {
+            let key = format!("holidays.dates.{country}");
+            let code = CountryCode::parse(country)
+                .map_err(|e| anyhow!("invalid configuration at key `{key}`: {e}"))?;
+            let parsed = dates
+                .iter()
+                .map(|d| {
+                    chrono::NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d").map_err(|_| {
+                        anyhow!("invalid configuration at key `{key}`: {d:?} is not a date (expected \"YYYY-MM-DD\")")
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            holidays = holidays.with_dates(&code, parsed);
+        }
+        let mut sms_subdivisions = Vec::new();
+        for (code, hours) in &self.timing.sms_state_hours {
+            let key = format!("timing.sms_state_hours.{code}");
+            let valid_code = code.split_once('-').is_some_and(|(c, s)| {
+                CountryCode::parse(c).is_ok() && !s.is_empty() && s.len() <= 3
+            });
+            if !valid_code {
+                return Err(anyhow!("invalid configuration at key `{key}`: expected an ISO 3166-2 subdivision code such as US-FL"));
+            }
+            let parsed = QuietHours::parse(hours)
+                .map_err(|e| anyhow!("invalid configuration at key `{key}`: {e}"))?;
+            let base_start = chrono::NaiveTime::from_hms_opt(self.timing.sms_start_hour, 0, 0)
+                .unwrap_or(chrono::NaiveTime::MIN);
+            let base_end_hour = self.timing.sms_end_hour.min(24);
+            let inside_base = parsed.start() >= base_start
+                && (base_end_hour == 24
+                    || parsed.end()
+                        <= chrono::NaiveTime::from_hms_opt(base_end_hour, 0, 0)
+                            .unwrap_or(chrono::NaiveTime::MIN));
+            if !inside_base {
+                return Err(anyhow!("invalid configuration at key `{key}`: {hours} must lie within the SMS hours {:02}:00-{:02}:00 (a state may only be stricter)", self.timing.sms_start_hour, self.timing.sms_end_hour));
+            }
+            sms_subdivisions.push((code.to_ascii_uppercase(), parsed));
+        }
+        let b = &self.best_time;
+        let positive = |key: &str, v: f64| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(v as f32)
+            } else {
+                Err(anyhow!("invalid configuration at key `best_time.{key}`: expected a number ≥ 0, got {v}"))
+            }
+        };
+        if !(0.0..1.0).contains(&b.day_penalty) {
+            return Err(anyhow!("invalid configuration at key `best_time.day_penalty`: expected a share from 0.0 up to (not including) 1.0, got {}", b.day_penalty));
+        }
+        if b.horizon_days == 0 || b.horizon_days > 30 {
+            return Err(anyhow!(
+                "invalid configuration at key `best_time.horizon_days`: expected 1 to 30, got {}",
+                b.horizon_days
+            ));
+        }
+        let prior_weights = b
+            .prior
+            .weights(&HourWeights::industry_default(), "best_time.prior")?;
+        let mut industries = Vec::new();
+        for (name, table) in &b.industries {
+            let w = table.weights(&prior_weights, &format!("best_time.industries.{name}"))?;
+            industries.push((name.clone(), ScoreTable::prior(&w)));
+        }
+        Ok(engager_engine::timing::TimingRules {
+            holidays,
+            sms_subdivisions,
+            sms_margin: Duration::minutes(i64::from(self.timing.sms_margin_minutes)),
+            best_time: engager_engine::timing::BestTimeSettings {
+                enabled: b.enabled,
+                model: BestTimeModel {
+                    pseudo_count: positive("pseudo_count", b.pseudo_count)?,
+                    open_weight: positive("open_weight", b.open_weight)?,
+                    click_weight: positive("click_weight", b.click_weight)?,
+                    reply_weight: positive("reply_weight", b.reply_weight)?,
+                    bandwidth_hours: positive("bandwidth_hours", b.bandwidth_hours)?.max(0.1),
+                },
+                horizon_days: b.horizon_days,
+                day_penalty: b.day_penalty as f32,
+                prior: ScoreTable::prior(&prior_weights),
+                industries,
+            },
+            history: Duration::days(i64::from(self.timing.history_days.max(7))),
         })
     }
 
@@ -385,6 +766,43 @@ impl Settings {
         }
     }
 
+    /// `[channels.smtp]` with its key and CA paths resolved against the configuration file's
+    /// folder; an error naming both keys when `[channels.graph]` is set too.
+    pub fn smtp_config(&self, config_dir: &Path) -> Result<Option<engager_channels::SmtpConfig>> {
+        let Some(smtp) = &self.channels.smtp else {
+            return Ok(None);
+        };
+        if self.channels.graph.is_some() {
+            return Err(anyhow!("invalid configuration at keys `channels.graph` and `channels.smtp`: both send email; configure one of them"));
+        }
+        let mut smtp = smtp.clone();
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                config_dir.join(p)
+            }
+        };
+        if let Some(dkim) = &mut smtp.dkim {
+            dkim.private_key_path = resolve(&dkim.private_key_path);
+        }
+        smtp.ca_certificate_path = smtp.ca_certificate_path.as_deref().map(resolve);
+        Ok(Some(smtp))
+    }
+
+    /// `[channels.imap]` with its CA path resolved against the configuration file's folder.
+    pub fn imap_config(&self, config_dir: &Path) -> Option<engager_channels::ImapConfig> {
+        let mut imap = self.channels.imap.clone()?;
+        imap.ca_certificate_path = imap.ca_certificate_path.as_deref().map(|p| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                config_dir.join(p)
+            }
+        });
+        Some(imap)
+    }
+
     /// The store URL, a relative SQLite path resolved against the configuration file's folder.
     pub fn store_url(&self, config_dir: &Path) -> String {
         match self.store.url.strip_prefix("sqlite:") {
@@ -393,6 +811,88 @@ impl Settings {
             }
             _ => self.store.url.clone(),
         }
+    }
+}
+
+impl Settings {
+    /// The per-channel limits and circuit policy, parsed; errors name the key.
+    pub fn guard(&self) -> Result<engager_engine::guard::SendGuard> {
+        use engager_engine::guard::{AccountLimits, SendGuard};
+        let mut limits = std::collections::HashMap::new();
+        for (channel, l, key) in [
+            (Channel::Email, &self.limits.email, "limits.email"),
+            (Channel::Sms, &self.limits.sms, "limits.sms"),
+            (Channel::Linkedin, &self.limits.linkedin, "limits.linkedin"),
+        ] {
+            let warmup_start = l
+                .warmup_start
+                .as_deref()
+                .map(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d"))
+                .transpose()
+                .map_err(|_| anyhow!("invalid configuration at key `{key}.warmup_start`: expected a date like 2026-03-02"))?;
+            if !l.warmup.is_empty() && warmup_start.is_none() {
+                return Err(anyhow!("invalid configuration at key `{key}.warmup_start`: a warm-up ramp needs its first day"));
+            }
+            limits.insert(
+                channel,
+                AccountLimits {
+                    per_second: l.per_second,
+                    per_minute: l.per_minute,
+                    daily_cap: l.daily_cap,
+                    warmup: l.warmup.clone(),
+                    warmup_start,
+                },
+            );
+        }
+        let c = &self.circuit;
+        if !(0.0..=1.0).contains(&c.failure_ratio) || c.failure_ratio == 0.0 {
+            return Err(anyhow!(
+                "invalid configuration at key `circuit.failure_ratio`: expected a number in (0, 1]"
+            ));
+        }
+        let policy = engager_domain::circuit::CircuitPolicy {
+            failure_ratio: c.failure_ratio,
+            min_calls: c.min_calls.max(1),
+            window: Duration::seconds(i64::from(c.window_seconds.max(1))),
+            cool_down: Duration::seconds(i64::from(c.cool_down_seconds.max(1))),
+            close_after: c.close_after.max(1),
+        };
+        Ok(SendGuard::new(limits, policy))
+    }
+
+    /// The alert sinks; email alerts go through `email_channel`.
+    pub fn alerter(
+        &self,
+        engine: &EngineConfig,
+        email_channel: Option<std::sync::Arc<dyn engager_channels::ChannelSender>>,
+    ) -> Result<engager_engine::alerts::Alerter> {
+        use engager_engine::alerts::{AlertSink, Alerter, EmailSink, WebhookSink};
+        let mut sinks: Vec<std::sync::Arc<dyn AlertSink>> = Vec::new();
+        if let Some(url) = self.alerts.webhook_url.as_deref().filter(|u| !u.is_empty()) {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(anyhow!(
+                    "invalid configuration at key `alerts.webhook_url`: expected an http(s) URL"
+                ));
+            }
+            sinks.push(std::sync::Arc::new(
+                WebhookSink::new(url).map_err(|e| anyhow!("alerts.webhook_url: {e}"))?,
+            ));
+        }
+        if let Some(to) = self.alerts.email.as_deref().filter(|u| !u.is_empty()) {
+            let to = EmailAddress::parse(to)
+                .map_err(|e| anyhow!("invalid configuration at key `alerts.email`: {e}"))?;
+            if let Some(channel) = email_channel {
+                sinks.push(std::sync::Arc::new(EmailSink::new(
+                    channel,
+                    engine.sender.clone(),
+                    to.as_str(),
+                )));
+            }
+        }
+        Ok(Alerter::new(
+            sinks,
+            Duration::minutes(i64::from(self.alerts.dedup_minutes.max(1))),
+        ))
     }
 }
 
@@ -456,6 +956,135 @@ mod tests {
         assert!(
             !shown.contains(settings.links.secret.expose_secret()),
             "{shown}"
+        );
+    }
+
+    /// The example with the commented-out `[channels.<name>…]` blocks switched on: section
+    /// lines and `key = value` lines lose their `# `, prose stays a comment.
+    fn example_with(sections: &[&str]) -> String {
+        let example = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/engager.example.toml"),
+        )
+        .unwrap();
+        let mut active = false;
+        let mut out = String::new();
+        for line in example.lines() {
+            if let Some(header) = line.strip_prefix("# [") {
+                let name = header.trim_end_matches(']');
+                active = sections
+                    .iter()
+                    .any(|s| name == *s || name.starts_with(&format!("{s}.")));
+            } else if line.trim().is_empty() {
+                active = false;
+            }
+            let body = line.strip_prefix("# ").unwrap_or(line);
+            let is_setting = body.starts_with('[')
+                || body
+                    .split_once(" = ")
+                    .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+            out.push_str(if active && is_setting { body } else { line });
+            out.push('\n');
+        }
+        out
+    }
+
+    #[test]
+    fn the_documented_graph_and_twilio_sections_parse_and_replace_the_outboxes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("engager.toml");
+        std::fs::write(&path, example_with(&["channels.graph", "channels.twilio"])).unwrap();
+        let settings = load(Some(&path)).unwrap();
+        let engine = settings.engine_config().unwrap();
+        let graph = settings
+            .channels
+            .graph
+            .as_ref()
+            .expect("[channels.graph] is set");
+        assert_eq!(graph.mailbox, "maya@acme-analytics.example");
+        assert!(settings.channels.twilio.is_some());
+        let shown = format!("{settings:?}");
+        assert!(
+            !shown.contains("change-me"),
+            "a secret leaked into Debug: {shown}"
+        );
+        let channels =
+            crate::commands::configured_channels(&settings, &engine, dir.path()).unwrap();
+        let names: Vec<(Channel, &str)> = channels
+            .all()
+            .iter()
+            .map(|s| (s.channel(), s.name()))
+            .collect();
+        assert!(names.contains(&(Channel::Email, "graph")), "{names:?}");
+        assert!(names.contains(&(Channel::Sms, "twilio")), "{names:?}");
+        assert!(names.contains(&(Channel::Linkedin, "outbox")), "{names:?}");
+        // Without the sections, every channel is an outbox.
+        let plain = load(Some(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../config/engager.example.toml")
+                .as_path(),
+        ))
+        .unwrap();
+        let channels = crate::commands::configured_channels(
+            &plain,
+            &plain.engine_config().unwrap(),
+            dir.path(),
+        )
+        .unwrap();
+        assert!(channels.all().iter().all(|s| s.name() == "outbox"));
+    }
+
+    #[test]
+    fn the_documented_smtp_and_imap_sections_parse_and_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("engager.toml");
+        std::fs::write(&path, example_with(&["channels.smtp", "channels.imap"])).unwrap();
+        let settings = load(Some(&path)).unwrap();
+        settings.engine_config().unwrap();
+        let smtp = settings
+            .smtp_config(dir.path())
+            .unwrap()
+            .expect("[channels.smtp] is set");
+        assert_eq!(smtp.host, "smtp.acme-analytics.example");
+        assert_eq!(
+            smtp.dkim.as_ref().unwrap().private_key_path,
+            dir.path().join("dkim.pem"),
+            "relative key paths resolve against the configuration file's folder"
+        );
+        // Missing files: building says which key to fix.
+        let err = engager_channels::SmtpChannel::new(&smtp)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("channels.smtp.ca_certificate_path"), "{err}");
+        let cert = engager_testkit::local_server::SelfSigned::generate(dir.path());
+        std::fs::copy(&cert.cert_path, dir.path().join("relay-ca.pem")).unwrap();
+        let err = engager_channels::SmtpChannel::new(&smtp)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("channels.smtp.dkim.private_key_path"), "{err}");
+        let key = engager_channels::dkim::generate_private_key_pem(
+            engager_channels::dkim::DkimAlgorithm::Ed25519,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("dkim.pem"), key).unwrap();
+        let channel = engager_channels::SmtpChannel::new(&smtp).unwrap();
+        assert_eq!(
+            channel.dkim_dns_record().unwrap().0,
+            "engager2026._domainkey.acme-analytics.example"
+        );
+        let imap = settings
+            .imap_config(dir.path())
+            .expect("[channels.imap] is set");
+        assert_eq!(imap.folder, "INBOX");
+
+        std::fs::write(&path, example_with(&["channels.smtp", "channels.graph"])).unwrap();
+        let err = load(Some(&path))
+            .unwrap()
+            .smtp_config(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("channels.graph") && err.contains("channels.smtp"),
+            "{err}"
         );
     }
 }

@@ -214,6 +214,8 @@ fn write_campaign(dir: &Path) -> PathBuf {
         r#"
 slug = "always"
 name = "Always open"
+# Send as soon as the window allows (not at the learned best hour), so one `run` sends.
+best_time = false
 [window]
 days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 start = "00:00"
@@ -438,4 +440,99 @@ fn daemon_reloads_on_sighup_and_keeps_the_old_config_when_the_new_one_is_invalid
     wait_for(&mut stderr, "configuration reloaded");
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(child.wait().unwrap().success());
+}
+
+/// `engager schedule` shows each enrollment's computed next slot with the zone and its
+/// source, the window, the best-hour scores and the budget; "not interested" ends the
+/// sequence and pauses the lead, which the schedule then shows.
+#[test]
+fn schedule_shows_the_next_slot_and_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    configured(d);
+    let leads = examples().join("leads.csv");
+    ok(&engager(d, &["import", leads.to_str().unwrap()]));
+    let campaign = examples().join("campaigns/spring-outreach.toml");
+    ok(&engager(
+        d,
+        &["campaign", "add", campaign.to_str().unwrap()],
+    ));
+    ok(&engager(
+        d,
+        &[
+            "enroll",
+            "--campaign",
+            "spring-outreach",
+            "--filter",
+            "country=US",
+        ],
+    ));
+    // A New York lead enrolled just now (on the system clock): the intro goes out at a
+    // best-scoring hour of the next open days, on a business day inside the window.
+    let email = "ashley.davis@driftwood-diagnostics.example";
+    let args = ["schedule", "--lead", email, "--json"];
+    let out: serde_json::Value = serde_json::from_str(&ok(&engager(d, &args))).unwrap();
+    assert_eq!(out["zone"]["name"], "America/New_York", "{out}");
+    assert_eq!(out["zone"]["source"], "explicit");
+    let next = &out["enrollments"][0]["next"];
+    assert_eq!(next["outcome"], "planned", "{out}");
+    let at_local = next["at_local"].as_str().unwrap();
+    let hour: u32 = at_local[15..17].parse().unwrap();
+    assert!(
+        !at_local.starts_with("Sat") && !at_local.starts_with("Sun") && (9..17).contains(&hour),
+        "{at_local}"
+    );
+    let timing = next["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["gate"] == "timing")
+        .unwrap();
+    let reason = timing["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("zone America/New_York (explicit)")
+            && reason.contains("best hour")
+            && reason.contains("prior only"),
+        "{timing}"
+    );
+    assert_eq!(out["budget"]["verdict"], "clear");
+    assert_eq!(out["best_hours"]["top"][0]["hour"], 10);
+    let text = ok(&engager(d, &args[..3]));
+    assert!(text.contains("would be planned by email"), "{text}");
+    assert!(text.contains("Best hours: tue 10:00 1.00"), "{text}");
+    // As of a later instant the step is evaluated then.
+    let later: serde_json::Value = serde_json::from_str(&ok(&engager(
+        d,
+        &[
+            "schedule",
+            "--lead",
+            email,
+            "--at",
+            "2030-01-08T06:00:00Z",
+            "--json",
+        ],
+    )))
+    .unwrap();
+    assert_eq!(
+        later["enrollments"][0]["next"]["at_local"]
+            .as_str()
+            .unwrap()
+            .get(..14),
+        Some("Tue 2030-01-08"),
+        "{later}"
+    );
+    // Not interested: the sequence ends, the lead is paused.
+    let marked: serde_json::Value = serde_json::from_str(&ok(&engager(
+        d,
+        &["event", email, "not_interested", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(marked["enrollments_stopped"], 1);
+    let out: serde_json::Value =
+        serde_json::from_str(&ok(&engager(d, &["schedule", "--lead", email, "--json"]))).unwrap();
+    assert_eq!(out["enrollments"][0]["state"], "stopped");
+    assert_eq!(out["budget"]["code"], "paused", "{out}");
+    let err = engager(d, &["schedule", "--lead", email, "--campaign", "nope"]);
+    assert!(!err.status.success());
+    assert!(String::from_utf8_lossy(&err.stderr).contains("no campaign \"nope\""));
 }

@@ -6,6 +6,7 @@ use std::str::FromStr;
 use chrono::Duration;
 use thiserror::Error;
 
+use crate::frequency::BudgetOverrides;
 use crate::ids::CampaignId;
 use crate::timing::SendWindow;
 
@@ -94,10 +95,49 @@ pub struct Step {
     pub name: String,
     /// Channels in order of preference; the first one the lead can be reached on is used.
     pub channels: Vec<Channel>,
-    /// Delay after the previous step was sent (or after enrollment for the first step).
+    /// Delay after the previous step was sent (or after enrollment for the first step): the
+    /// calendar days and hours; with `business_days` only the hours.
     pub delay: Duration,
+    /// Business days to wait (weekends and the lead's holidays skipped), when the step counts
+    /// in business days; 0 when it counts calendar days.
+    pub business_days: u32,
+    /// Bounds within which the delay adapts to the lead's behaviour, counted in the step's
+    /// kind of day; `None` for a fixed delay.
+    pub delay_bounds: Option<DelayBounds>,
+    /// A send window for this step only, replacing the campaign's.
+    pub window: Option<SendWindow>,
     /// The templates.
     pub template: StepTemplate,
+}
+
+/// The least and most days a follow-up may wait, in the step's kind of day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DelayBounds {
+    /// Fewest days (used when the lead engaged with the previous step).
+    pub min_days: u32,
+    /// Most days (used when the previous email was ignored).
+    pub max_days: u32,
+}
+
+impl Step {
+    /// Whether the delay counts business days.
+    pub fn counts_business_days(&self) -> bool {
+        self.business_days > 0
+    }
+
+    /// The step's own delay in its kind of day (business or calendar days).
+    pub fn base_days(&self) -> u32 {
+        if self.counts_business_days() {
+            self.business_days
+        } else {
+            u32::try_from(self.delay.num_days()).unwrap_or(0)
+        }
+    }
+
+    /// The step's window, or the campaign's when the step has none.
+    pub fn window_or(&self, campaign: SendWindow) -> SendWindow {
+        self.window.unwrap_or(campaign)
+    }
 }
 
 /// A campaign: an ordered sequence of steps sent inside a send window.
@@ -113,6 +153,10 @@ pub struct Campaign {
     pub steps: Vec<Step>,
     /// When messages may be sent, in each lead's local time.
     pub window: SendWindow,
+    /// This campaign's changes to the contact budget (stricter or looser than the global one).
+    pub budget: BudgetOverrides,
+    /// Whether to pick the learned best hour (`None`: the global setting).
+    pub best_time: Option<bool>,
 }
 
 impl Campaign {
@@ -150,6 +194,18 @@ impl Campaign {
             if step.delay < Duration::zero() {
                 return Err(invalid("the delay is negative"));
             }
+            if let Some(b) = step.delay_bounds {
+                if b.min_days > b.max_days {
+                    return Err(invalid("min_delay_days is larger than max_delay_days"));
+                }
+                let base = step.base_days();
+                if base < b.min_days || base > b.max_days {
+                    return Err(invalid(&format!(
+                        "the delay ({base} days) must lie within min_delay_days..max_delay_days ({}..{})",
+                        b.min_days, b.max_days
+                    )));
+                }
+            }
             if step.template.body.trim().is_empty() {
                 return Err(invalid("the body template is empty"));
             }
@@ -168,6 +224,8 @@ impl Campaign {
             name,
             steps,
             window,
+            budget: BudgetOverrides::default(),
+            best_time: None,
         })
     }
 

@@ -28,11 +28,15 @@ pub enum EventKind {
     Complained,
     /// The lead became an opportunity or booked a meeting.
     Converted,
+    /// The lead replied, and the reply was negative ("stop writing", "wrong person").
+    NegativeReply,
+    /// A person marked the lead as not interested.
+    NotInterested,
 }
 
 impl EventKind {
     /// All kinds, in funnel order.
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::Sent,
         EventKind::Delivered,
         EventKind::Opened,
@@ -43,6 +47,8 @@ impl EventKind {
         EventKind::Unsubscribed,
         EventKind::Complained,
         EventKind::Converted,
+        EventKind::NegativeReply,
+        EventKind::NotInterested,
     ];
 
     /// The lower-case name used in storage and output.
@@ -58,6 +64,8 @@ impl EventKind {
             EventKind::Unsubscribed => "unsubscribed",
             EventKind::Complained => "complained",
             EventKind::Converted => "converted",
+            EventKind::NegativeReply => "negative_reply",
+            EventKind::NotInterested => "not_interested",
         }
     }
 
@@ -70,6 +78,29 @@ impl EventKind {
                 | EventKind::Unsubscribed
                 | EventKind::Complained
                 | EventKind::Converted
+                | EventKind::NegativeReply
+                | EventKind::NotInterested
+        )
+    }
+
+    /// Whether this event shows the lead paid attention (an open, click, reply or
+    /// conversion): it resets fatigue and feeds the best-time model.
+    pub fn is_engagement(self) -> bool {
+        matches!(
+            self,
+            EventKind::Opened | EventKind::Clicked | EventKind::Replied | EventKind::Converted
+        )
+    }
+
+    /// Whether this event is a negative signal that pauses or ends outreach to the lead.
+    pub fn is_negative_signal(self) -> bool {
+        matches!(
+            self,
+            EventKind::HardBounce
+                | EventKind::Unsubscribed
+                | EventKind::Complained
+                | EventKind::NegativeReply
+                | EventKind::NotInterested
         )
     }
 

@@ -9,6 +9,7 @@ use thiserror::Error;
 use crate::campaign::Channel;
 use crate::contact::{CountryCode, EmailAddress, LinkedinUrl, PhoneE164, TimeZone};
 use crate::ids::LeadId;
+use crate::zone::{resolve_zone, ZoneResolution};
 
 /// Whether a lead may be contacted at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -115,6 +116,8 @@ impl NewLead {
 pub enum ZoneSource {
     /// The lead's own time-zone field.
     Explicit,
+    /// Derived from the lead's city (built-in city table).
+    City,
     /// Derived from the lead's country.
     Country,
     /// Derived from the phone number's region.
@@ -128,6 +131,7 @@ impl ZoneSource {
     pub fn as_str(self) -> &'static str {
         match self {
             ZoneSource::Explicit => "explicit",
+            ZoneSource::City => "city",
             ZoneSource::Country => "country",
             ZoneSource::PhoneRegion => "phone region",
             ZoneSource::Default => "default",
@@ -147,25 +151,26 @@ pub struct Lead {
 }
 
 impl Lead {
-    /// The lead's time zone and where it came from.
+    /// The lead's time zone and where it came from: explicit → city → country → phone
+    /// region → `default`.
     pub fn time_zone(&self, default: TimeZone) -> (TimeZone, ZoneSource) {
-        let p = &self.profile;
-        if let Some(tz) = p.time_zone {
-            return (tz, ZoneSource::Explicit);
-        }
-        if let Some(tz) = p.country.as_ref().and_then(TimeZone::for_country) {
-            return (tz, ZoneSource::Country);
-        }
-        let phone_zone = p
-            .phone
+        let r = self.zone(default);
+        (r.zone, r.source)
+    }
+
+    /// The lead's full zone resolution (with subdivision and, for guesses, the spread of
+    /// zones the lead may be in).
+    pub fn zone(&self, default: TimeZone) -> ZoneResolution {
+        resolve_zone(&self.profile, default)
+    }
+
+    /// The country whose holidays apply to the lead: its country, else its phone's region.
+    pub fn home_country(&self) -> Option<&str> {
+        self.profile
+            .country
             .as_ref()
-            .and_then(|ph| ph.region())
-            .and_then(|r| CountryCode::parse(r).ok())
-            .and_then(|c| TimeZone::for_country(&c));
-        if let Some(tz) = phone_zone {
-            return (tz, ZoneSource::PhoneRegion);
-        }
-        (default, ZoneSource::Default)
+            .map(CountryCode::as_str)
+            .or_else(|| self.profile.phone.as_ref().and_then(|p| p.region()))
     }
 
     /// Whether the lead has a contact point for the channel.

@@ -5,22 +5,29 @@
 //! come back as data carrying their reasons. This is what makes simulation, `engager explain`
 //! and property tests possible.
 
+pub mod best_time;
 pub mod campaign;
+pub mod circuit;
 pub mod contact;
 pub mod delivery;
 pub mod event;
 pub mod frequency;
+pub mod history;
+pub mod holidays;
 pub mod ids;
 pub mod lead;
 pub mod links;
+pub mod schedule;
 pub mod sms;
 pub mod timing;
 pub mod trace;
+pub mod zone;
 
 pub use campaign::{Campaign, Channel, Step};
 pub use contact::{CountryCode, EmailAddress, LinkedinUrl, PhoneE164, TimeZone};
 pub use delivery::{DeliveryState, TransitionError};
 pub use event::EventKind;
+pub use history::{Engagement, LeadHistory, Touch};
 pub use ids::{CampaignId, DeliveryId, EnrollmentId, LeadId};
 pub use lead::{Lead, LeadStatus, NewLead};
 pub use trace::{Gate, GateResult, Outcome, Trace};

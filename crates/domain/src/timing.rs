@@ -71,6 +71,18 @@ impl SendWindow {
         self.days[date.weekday().num_days_from_monday() as usize]
     }
 
+    /// The same weekdays with other hours.
+    pub fn with_hours(&self, start: NaiveTime, end: NaiveTime) -> Result<Self, WindowError> {
+        if start >= end {
+            return Err(WindowError::Empty { start, end });
+        }
+        Ok(Self {
+            days: self.days,
+            start,
+            end,
+        })
+    }
+
     /// Local start time.
     pub fn start(&self) -> NaiveTime {
         self.start
@@ -151,7 +163,7 @@ pub fn next_send_slot(
 
 /// Maps a local wall-clock time to an instant: the earlier one in an overlap, and the first
 /// valid time after a gap (spring-forward).
-fn resolve_local(tz: TimeZone, date: NaiveDate, time: NaiveTime) -> DateTime<Utc> {
+pub(crate) fn resolve_local(tz: TimeZone, date: NaiveDate, time: NaiveTime) -> DateTime<Utc> {
     let zone = tz.tz();
     let naive = date.and_time(time);
     match zone.from_local_datetime(&naive) {

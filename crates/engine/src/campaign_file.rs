@@ -1,7 +1,10 @@
 //! Campaign definition files (TOML) and their translation into domain campaigns.
 
+use std::collections::BTreeMap;
+
 use chrono::{Duration, NaiveTime};
-use engager_domain::campaign::{Campaign, CampaignError, Channel, Step, StepTemplate};
+use engager_domain::campaign::{Campaign, CampaignError, Channel, DelayBounds, Step, StepTemplate};
+use engager_domain::frequency::{BudgetOverrides, ChannelLimits, FrequencyPolicy};
 use engager_domain::timing::SendWindow;
 use engager_domain::CampaignId;
 use serde::Deserialize;
@@ -43,8 +46,64 @@ struct CampaignSpec {
     slug: String,
     name: String,
     #[serde(default)]
+    best_time: Option<bool>,
+    #[serde(default)]
     window: Option<WindowSpec>,
+    #[serde(default)]
+    frequency: Option<FrequencySpec>,
     steps: Vec<StepSpec>,
+}
+
+/// `[frequency]` in a campaign file: this campaign's changes to the global contact budget.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FrequencySpec {
+    #[serde(default)]
+    min_gap_hours: Option<u32>,
+    #[serde(default)]
+    max_per_week: Option<u32>,
+    #[serde(default)]
+    reply_cooldown_days: Option<u32>,
+    #[serde(default)]
+    channels: BTreeMap<String, ChannelLimitSpec>,
+}
+
+/// `[frequency.channels.<channel>]`: a limit counting only that channel's touches.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelLimitSpec {
+    /// Most touches on the channel in any 7 days.
+    pub max_per_week: u32,
+    /// Minimum hours between two touches on the channel.
+    #[serde(default)]
+    pub min_gap_hours: u32,
+}
+
+/// Per-channel limits from `channels.<name>` tables; `key` prefixes error keys.
+pub fn channel_limits(
+    specs: &BTreeMap<String, ChannelLimitSpec>,
+    key: &str,
+) -> Result<ChannelLimits, (String, String)> {
+    let mut limits = ChannelLimits::default();
+    for (name, spec) in specs {
+        let channel = name
+            .parse::<Channel>()
+            .map_err(|e| (format!("{key}.{name}"), e.to_string()))?;
+        if spec.max_per_week == 0 {
+            return Err((
+                format!("{key}.{name}.max_per_week"),
+                "must be at least 1 (disable the channel instead)".into(),
+            ));
+        }
+        limits = limits.with(
+            channel,
+            FrequencyPolicy {
+                min_gap: Duration::hours(i64::from(spec.min_gap_hours)),
+                max_per_week: spec.max_per_week,
+            },
+        );
+    }
+    Ok(limits)
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,6 +123,14 @@ struct StepSpec {
     delay_days: u32,
     #[serde(default)]
     delay_hours: u32,
+    #[serde(default)]
+    delay_business_days: Option<u32>,
+    #[serde(default)]
+    min_delay_days: Option<u32>,
+    #[serde(default)]
+    max_delay_days: Option<u32>,
+    #[serde(default)]
+    window: Option<WindowSpec>,
     #[serde(default)]
     subject: Option<String>,
     body: String,
@@ -91,15 +158,29 @@ pub fn parse_campaign(
     })?;
     let window = match &spec.window {
         None => SendWindow::business_hours(),
-        Some(w) => {
-            let start = parse_time(origin, "window.start", &w.start)?;
-            let end = parse_time(origin, "window.end", &w.end)?;
-            let days: Vec<&str> = w.days.iter().map(String::as_str).collect();
-            SendWindow::new(&days, start, end).map_err(|e| CampaignFileError::Invalid {
-                origin: origin.to_owned(),
-                key: "window".into(),
-                reason: e.to_string(),
-            })?
+        Some(w) => parse_window(origin, "window", w)?,
+    };
+    let invalid = |key: String, reason: String| CampaignFileError::Invalid {
+        origin: origin.to_owned(),
+        key,
+        reason,
+    };
+    let budget = match &spec.frequency {
+        None => BudgetOverrides::default(),
+        Some(f) => {
+            if f.max_per_week == Some(0) {
+                return Err(invalid(
+                    "frequency.max_per_week".into(),
+                    "must be at least 1".into(),
+                ));
+            }
+            BudgetOverrides {
+                min_gap: f.min_gap_hours.map(|h| Duration::hours(i64::from(h))),
+                max_per_week: f.max_per_week,
+                reply_cooldown: f.reply_cooldown_days.map(|d| Duration::days(i64::from(d))),
+                channels: channel_limits(&f.channels, "frequency.channels")
+                    .map_err(|(key, reason)| invalid(key, reason))?,
+            }
         }
     };
     let mut steps = Vec::with_capacity(spec.steps.len());
@@ -114,12 +195,47 @@ pub fn parse_campaign(
                 key: format!("steps[{}].channels", index + 1),
                 reason: e.to_string(),
             })?;
+        let key = |k: &str| format!("steps[{}].{k}", index + 1);
+        let business_days = match s.delay_business_days {
+            Some(_) if s.delay_days > 0 => {
+                return Err(invalid(
+                    key("delay_business_days"),
+                    "give either delay_days or delay_business_days, not both".into(),
+                ))
+            }
+            Some(n) => n,
+            None => 0,
+        };
+        let delay_bounds = match (s.min_delay_days, s.max_delay_days) {
+            (None, None) => None,
+            (Some(min_days), Some(max_days)) => Some(DelayBounds { min_days, max_days }),
+            (Some(_), None) => {
+                return Err(invalid(
+                    key("max_delay_days"),
+                    "min_delay_days needs max_delay_days too".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    key("min_delay_days"),
+                    "max_delay_days needs min_delay_days too".into(),
+                ))
+            }
+        };
+        let step_window = s
+            .window
+            .as_ref()
+            .map(|w| parse_window(origin, &key("window"), w))
+            .transpose()?;
         steps.push(Step {
             index,
             name: s.name,
             channels,
             delay: Duration::days(i64::from(s.delay_days))
                 + Duration::hours(i64::from(s.delay_hours)),
+            business_days,
+            delay_bounds,
+            window: step_window,
             template: StepTemplate {
                 subject: s.subject,
                 body: s.body,
@@ -127,11 +243,27 @@ pub fn parse_campaign(
             },
         });
     }
-    Campaign::new(id, spec.slug, spec.name, steps, window).map_err(|source| {
+    let campaign = Campaign::new(id, spec.slug, spec.name, steps, window).map_err(|source| {
         CampaignFileError::Campaign {
             origin: origin.to_owned(),
             source,
         }
+    })?;
+    Ok(Campaign {
+        budget,
+        best_time: spec.best_time,
+        ..campaign
+    })
+}
+
+fn parse_window(origin: &str, key: &str, w: &WindowSpec) -> Result<SendWindow, CampaignFileError> {
+    let start = parse_time(origin, &format!("{key}.start"), &w.start)?;
+    let end = parse_time(origin, &format!("{key}.end"), &w.end)?;
+    let days: Vec<&str> = w.days.iter().map(String::as_str).collect();
+    SendWindow::new(&days, start, end).map_err(|e| CampaignFileError::Invalid {
+        origin: origin.to_owned(),
+        key: key.to_owned(),
+        reason: e.to_string(),
     })
 }
 

@@ -12,16 +12,21 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use engager_channels::email::message_id;
-use engager_channels::{ChannelSender, DeliveryError, OutgoingMessage, Unsubscribe};
-use engager_domain::timing::next_send_slot;
-use engager_domain::{stable_hash, unit_fraction, CampaignId, Channel, DeliveryId, LeadId};
+use engager_channels::{ChannelSender, DeliveryError, OutgoingMessage, Reconciled, Unsubscribe};
+use engager_domain::{
+    stable_hash, unit_fraction, CampaignId, Channel, DeliveryId, DeliveryState, EventKind, LeadId,
+};
+use engager_store::{DeliveryFilter, NewEvent};
 use engager_store::{
     DeliveryRecord, FollowUp, Recovered, SendOutcome, Store, StoreError, SuppressionKey,
 };
 use tracing::{debug, info, warn};
 
-use crate::planner::{sms_window, unsubscribe_url};
-use crate::{Catalog, EngineConfig};
+use crate::alerts::{Alert, AlertKind, Alerter};
+use crate::guard::{Health, SendGuard, Verdict};
+use crate::planner::unsubscribe_url;
+use crate::{Catalog, Clock, EngineConfig, SystemClock};
+use engager_domain::circuit::Transition as CircuitTransition;
 
 /// The senders of every enabled channel.
 #[derive(Clone, Default)]
@@ -90,6 +95,10 @@ pub struct DispatchReport {
     pub cancelled: usize,
     /// Rows put back because the recipient's quiet hours started.
     pub held: usize,
+    /// Rows put back by a rate limit, daily cap or open circuit.
+    pub throttled: usize,
+    /// Unknown rows the provider confirmed as sent.
+    pub reconciled: usize,
     /// Rows whose claim was lost (stale token, or the enrollment stopped meanwhile).
     pub lost: usize,
     /// What lease recovery did first.
@@ -102,6 +111,9 @@ pub struct Dispatcher<'a> {
     catalog: &'a Catalog,
     config: &'a EngineConfig,
     channels: &'a ChannelSet,
+    guard: Option<&'a SendGuard>,
+    alerter: Option<&'a Alerter>,
+    real_time: bool,
 }
 
 impl<'a> Dispatcher<'a> {
@@ -117,6 +129,53 @@ impl<'a> Dispatcher<'a> {
             catalog,
             config,
             channels,
+            guard: None,
+            alerter: None,
+            real_time: false,
+        }
+    }
+
+    /// Applies rate limits, daily caps and circuit breakers (kept across passes by the caller).
+    pub fn with_guard(mut self, guard: &'a SendGuard) -> Self {
+        self.guard = Some(guard);
+        self
+    }
+
+    /// Reads the system clock for each delivery (instead of the pass's single `now`) and waits
+    /// out short rate-limit pauses, so a long pass paces itself. Not for virtual clocks.
+    pub fn real_time(mut self) -> Self {
+        self.real_time = true;
+        self
+    }
+
+    /// Raises alerts through these sinks.
+    pub fn with_alerts(mut self, alerter: &'a Alerter) -> Self {
+        self.alerter = Some(alerter);
+        self
+    }
+
+    async fn alert(
+        &self,
+        kind: AlertKind,
+        account: &str,
+        summary: String,
+        details: Vec<(&str, String)>,
+        now: DateTime<Utc>,
+    ) {
+        if let Some(alerter) = self.alerter {
+            let details = details
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+            alerter
+                .raise(Alert {
+                    kind,
+                    account: account.to_owned(),
+                    summary,
+                    details,
+                    at: now,
+                })
+                .await;
         }
     }
 
@@ -131,7 +190,34 @@ impl<'a> Dispatcher<'a> {
             recovered: self.store.recover_expired_leases(now).await?,
             ..Default::default()
         };
+        if let Some(guard) = self.guard {
+            let day_start = now
+                .date_naive()
+                .and_hms_opt(0, 0, 0)
+                .map_or(now, |t| t.and_utc());
+            for (channel, sent) in self.store.sent_counts_since(day_start).await? {
+                if let Some(sender) = self.channels.get(channel) {
+                    guard.seed_sent_today(
+                        &SendGuard::account(channel, sender.name()),
+                        now.date_naive(),
+                        sent,
+                    );
+                }
+            }
+        }
+        report.reconciled = self.reconcile_unknown(now).await?;
         if report.recovered.unknown > 0 {
+            self.alert(
+                AlertKind::UnknownDeliveries,
+                "ledger",
+                format!(
+                    "{} interrupted send(s) need reconciliation",
+                    report.recovered.unknown
+                ),
+                vec![("hint", "engager deliveries unknown".to_owned())],
+                now,
+            )
+            .await;
             warn!(count = report.recovered.unknown, "Deliveries whose send was interrupted are now unknown; see `engager outbox list --state unknown`.");
         }
         loop {
@@ -158,9 +244,15 @@ impl<'a> Dispatcher<'a> {
     async fn dispatch_one(
         &self,
         d: DeliveryRecord,
-        now: DateTime<Utc>,
+        pass_now: DateTime<Utc>,
         report: &mut DispatchReport,
     ) -> Result<(), StoreError> {
+        crash_point("after_claim");
+        let mut now = if self.real_time {
+            SystemClock.now().max(pass_now)
+        } else {
+            pass_now
+        };
         let span = tracing::info_span!("delivery", delivery_id = d.id.0, lead_id = d.lead_id.0, channel = %d.channel);
         let _enter = span.enter();
         // Suppression again: an opt-out may have arrived after planning.
@@ -215,16 +307,13 @@ impl<'a> Dispatcher<'a> {
             return Ok(());
         };
         // SMS quiet hours are enforced at send time too, so a late row never goes out at night.
+        // The rules are the planner's (step window, holidays, stricter state hours, every zone
+        // the lead may be in), without its planning margin.
         if d.channel == Channel::Sms {
-            let (zone, _) = lead.time_zone(self.config.default_time_zone);
-            let window = sms_window(
-                campaign.window,
-                self.config.sms_quiet_start_hour,
-                self.config.sms_quiet_end_hour,
-            );
-            if !window.contains(zone, now) {
-                let jitter = unit_fraction(stable_hash(&[&d.id.0.to_le_bytes(), b"quiet"]));
-                let at = next_send_slot(&window, zone, now, jitter, self.config.max_jitter);
+            let jitter = unit_fraction(stable_hash(&[&d.id.0.to_le_bytes(), b"quiet"]));
+            let hold =
+                crate::timing::sms_hold(self.config, &lead, campaign, d.step_index, now, jitter);
+            if let Some(at) = hold {
                 self.store
                     .release_claim(
                         d.id,
@@ -235,6 +324,38 @@ impl<'a> Dispatcher<'a> {
                     )
                     .await?;
                 report.held += 1;
+                return Ok(());
+            }
+        }
+        let account = SendGuard::account(d.channel, sender.name());
+        if let Some(guard) = self.guard {
+            let mut verdict = guard.admit(&account, d.channel, now);
+            // In real time, a pause of a second or two is waited out rather than re-queued.
+            while let Verdict::Wait {
+                until,
+                circuit_open: false,
+                ..
+            } = verdict
+            {
+                let wait = until - now;
+                if !self.real_time || wait > Duration::seconds(2) || wait >= self.config.lease / 2 {
+                    break;
+                }
+                tokio::time::sleep(wait.to_std().unwrap_or_default()).await;
+                now = SystemClock.now().max(until);
+                verdict = guard.admit(&account, d.channel, now);
+            }
+            if let Verdict::Wait { until, reason, .. } = verdict {
+                self.store
+                    .release_claim(
+                        d.id,
+                        d.fencing_token,
+                        until,
+                        &format!("held: {reason}"),
+                        now,
+                    )
+                    .await?;
+                report.throttled += 1;
                 return Ok(());
             }
         }
@@ -273,12 +394,23 @@ impl<'a> Dispatcher<'a> {
             }),
             due_by: (d.channel == Channel::Linkedin).then(|| now + Duration::days(3)),
         };
+        crash_point("after_begin_send");
         let result = sender.send(&message).await;
+        crash_point("after_response");
         let attempts = d.attempts + 1;
+        self.account_health(&account, &result, now).await;
+        let opted_out = matches!(&result, Err(e) if e.is_opt_out());
         let (outcome, follow_up) = match result {
             Ok(accepted) => {
                 let follow_up = match campaign.step(d.step_index + 1) {
-                    Some(next) => FollowUp::NextStepAt(now + next.delay),
+                    // Counted from the actual send (a late step shifts the ones after it), in
+                    // business days where the step says so.
+                    Some(next) => FollowUp::NextStepAt(crate::timing::next_step_due(
+                        self.config,
+                        &lead,
+                        next,
+                        now,
+                    )),
                     None => FollowUp::Complete,
                 };
                 report.sent.push(SentDelivery {
@@ -308,10 +440,35 @@ impl<'a> Dispatcher<'a> {
                     SendOutcome::Failed { .. } => {
                         report.failed += 1;
                         warn!(%error, attempts, "Delivery failed for good.");
+                        if error.is_transient() {
+                            self.alert(
+                                AlertKind::RetryBudgetExhausted,
+                                &account,
+                                format!("a delivery on {account} failed after {attempts} attempts"),
+                                vec![
+                                    ("delivery_id", d.id.to_string()),
+                                    ("last_error", error.to_string()),
+                                ],
+                                now,
+                            )
+                            .await;
+                        }
                     }
                     SendOutcome::Unknown { .. } => {
                         report.unknown += 1;
                         warn!(%error, "Delivery outcome unknown; held for reconciliation.");
+                        self.alert(
+                            AlertKind::UnknownDeliveries,
+                            &account,
+                            format!("a send on {account} may or may not have gone out"),
+                            vec![
+                                ("delivery_id", d.id.to_string()),
+                                ("error", error.to_string()),
+                                ("hint", "engager deliveries unknown".to_owned()),
+                            ],
+                            now,
+                        )
+                        .await;
                     }
                     SendOutcome::Sent { .. } => {}
                 }
@@ -324,8 +481,154 @@ impl<'a> Dispatcher<'a> {
             .await?
         {
             warn!("A newer claim owns this delivery; outcome not recorded.");
+        } else if opted_out {
+            // The provider says the recipient opted out (Twilio 21610): honour it everywhere.
+            {
+                self.store
+                    .record_event(&NewEvent {
+                        lead_id: d.lead_id,
+                        delivery_id: Some(d.id),
+                        kind: EventKind::Unsubscribed,
+                        occurred_at: now,
+                        detail: "{\"source\":\"provider opt-out\"}".into(),
+                        source: format!("provider:{}", sender.name()),
+                    })
+                    .await?;
+            }
         }
         Ok(())
+    }
+
+    /// Asks providers that can tell (Graph's Sent Items) about deliveries whose outcome is
+    /// unknown; confirmed ones are recorded as sent. The rest wait for a person
+    /// (`engager deliveries unknown`). At most 20 per pass, so a provider is not flooded.
+    async fn reconcile_unknown(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let unknown = self
+            .store
+            .deliveries(&DeliveryFilter {
+                state: Some(DeliveryState::Unknown),
+                limit: Some(20),
+                ..Default::default()
+            })
+            .await?;
+        let mut confirmed = 0;
+        for d in unknown {
+            let Some(sender) = self.channels.get(d.channel) else {
+                continue;
+            };
+            match sender.reconcile(d.id, d.send_at - Duration::hours(1)).await {
+                Ok(Reconciled::Sent { provider_ref }) => {
+                    let follow_up = match self
+                        .catalog
+                        .get(d.campaign_id)
+                        .and_then(|c| c.step(d.step_index + 1))
+                    {
+                        Some(next) => FollowUp::NextStepAt(now + next.delay),
+                        None => FollowUp::Complete,
+                    };
+                    if self
+                        .store
+                        .record_outcome(
+                            d.id,
+                            d.fencing_token,
+                            &SendOutcome::Sent { provider_ref },
+                            &follow_up,
+                            now,
+                        )
+                        .await?
+                    {
+                        info!(
+                            delivery_id = d.id.0,
+                            "Unknown delivery found at the provider; recorded as sent."
+                        );
+                        confirmed += 1;
+                    }
+                }
+                Ok(Reconciled::NotFound | Reconciled::CannotTell) => {}
+                Err(e) => debug!(delivery_id = d.id.0, error = %e, "Could not reconcile now."),
+            }
+        }
+        Ok(confirmed)
+    }
+
+    /// Feeds the outcome to the account's circuit breaker and limiter, and alerts on a
+    /// circuit that opens or credentials that are refused.
+    async fn account_health(
+        &self,
+        account: &str,
+        result: &Result<engager_channels::Accepted, DeliveryError>,
+        now: DateTime<Utc>,
+    ) {
+        let Some(guard) = self.guard else { return };
+        let (health, sent) = match result {
+            Ok(_) => (Health::Ok, true),
+            // The provider worked; the recipient or content was refused.
+            Err(DeliveryError::Permanent { .. } | DeliveryError::OptedOut { .. }) => {
+                (Health::Ok, false)
+            }
+            Err(_) => (Health::Failed, false),
+        };
+        if let Err(error) = result {
+            if let Some(wait) = error.retry_after().and_then(|w| Duration::from_std(w).ok()) {
+                guard.pause(account, now + wait);
+            }
+            if matches!(error, DeliveryError::Config { .. }) {
+                guard.trip(account, now + Duration::minutes(15));
+                self.alert(
+                    AlertKind::AuthFailure,
+                    account,
+                    format!("{account} refused our credentials or configuration; sending on it is paused"),
+                    vec![("error", error.to_string())],
+                    now,
+                )
+                .await;
+            }
+        }
+        let transition = guard.record(account, health, sent, now);
+        if let Some(t) = transition {
+            let open_until = match guard.health(now).into_iter().find(|h| h.account == account) {
+                Some(h) if h.circuit == "open" => guard.open_until(account),
+                _ => None,
+            };
+            let state = engager_store::AccountState {
+                account: account.to_owned(),
+                circuit: match t {
+                    CircuitTransition::Opened => "open",
+                    CircuitTransition::Closed => "closed",
+                }
+                .to_owned(),
+                open_until,
+                last_error: result.as_ref().err().map(|e| e.to_string()),
+                updated_at: now,
+            };
+            if let Err(e) = self.store.save_account_state(&state).await {
+                warn!(account, error = %e, "Could not save the account's circuit state.");
+            }
+            info!(
+                account,
+                circuit = state.circuit.as_str(),
+                "Circuit state changed."
+            );
+        }
+        if let Some(CircuitTransition::Opened) = transition {
+            self.alert(
+                AlertKind::CircuitOpened,
+                account,
+                format!(
+                    "the circuit of {account} opened after repeated provider failures; sends wait"
+                ),
+                vec![(
+                    "last_error",
+                    result
+                        .as_ref()
+                        .err()
+                        .map(|e| e.to_string())
+                        .unwrap_or_default(),
+                )],
+                now,
+            )
+            .await;
+        }
     }
 
     /// Turns a channel error into the ledger's next state: retry with capped exponential
@@ -340,7 +643,8 @@ impl<'a> Dispatcher<'a> {
     ) -> SendOutcome {
         match error {
             DeliveryError::Transient { .. } | DeliveryError::Config { .. }
-                if attempts < self.config.max_attempts
+                if (attempts < self.config.max_attempts
+                    && now - d.created_at < self.config.max_age)
                     || matches!(error, DeliveryError::Config { .. }) =>
             {
                 let exp = self.config.retry_base_delay
@@ -368,12 +672,45 @@ impl<'a> Dispatcher<'a> {
             DeliveryError::Transient { .. } => SendOutcome::Failed {
                 error: format!("{error} (after {attempts} attempts)"),
             },
-            DeliveryError::Permanent { .. } | DeliveryError::Config { .. } => SendOutcome::Failed {
+            DeliveryError::Permanent { .. }
+            | DeliveryError::OptedOut { .. }
+            | DeliveryError::Config { .. } => SendOutcome::Failed {
                 error: error.to_string(),
             },
             DeliveryError::Ambiguous { .. } => SendOutcome::Unknown {
                 error: error.to_string(),
             },
+        }
+    }
+}
+
+/// Test-only crash points, armed by `ENGAGER_TEST_CRASH_POINTS=point:probability,…` (points:
+/// `after_claim`, `after_begin_send`, `after_response`). When a point fires the process aborts
+/// at once, as a `kill -9` would, so crash tests can hit the windows that matter. Unset in
+/// production, where this is a single branch on a cached empty list.
+fn crash_point(point: &str) {
+    use std::sync::OnceLock;
+    static ARMED: OnceLock<Vec<(String, f64)>> = OnceLock::new();
+    let armed = ARMED.get_or_init(|| {
+        std::env::var("ENGAGER_TEST_CRASH_POINTS")
+            .map(|v| {
+                v.split(',')
+                    .filter_map(|p| p.split_once(':'))
+                    .filter_map(|(name, prob)| {
+                        Some((name.trim().to_owned(), prob.trim().parse().ok()?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    if armed.is_empty() {
+        return;
+    }
+    if let Some((_, probability)) = armed.iter().find(|(name, _)| name == point) {
+        use rand::Rng;
+        if rand::thread_rng().gen_bool(probability.clamp(0.0, 1.0)) {
+            eprintln!("ENGAGER_TEST_CRASH_POINTS: aborting at {point}");
+            std::process::abort();
         }
     }
 }

@@ -6,12 +6,15 @@
 //! crate gathers their inputs (from the store, the clock and the configuration), records
 //! their outputs, and performs the I/O they call for.
 
+pub mod alerts;
 pub mod campaign_file;
 pub mod catalog;
 pub mod clock;
 pub mod dispatcher;
+pub mod guard;
 pub mod planner;
 pub mod simulation;
+pub mod timing;
 
 use chrono::Duration;
 use engager_channels::Sender;
@@ -39,6 +42,11 @@ pub struct EngineConfig {
     pub default_time_zone: TimeZone,
     /// The contact budget across campaigns.
     pub frequency: FrequencyPolicy,
+    /// Per-channel limits, the cooldown after a reply, fatigue and negative signals, on top
+    /// of `frequency`.
+    pub budget: engager_domain::frequency::BudgetRules,
+    /// Holidays, stricter SMS hours and the best-time model.
+    pub timing: timing::TimingRules,
     /// The largest random delay added to a slot so sends do not all fire at once.
     pub max_jitter: Duration,
     /// SMS may only be sent in this local window (TCPA: 08:00–21:00).
@@ -53,6 +61,8 @@ pub struct EngineConfig {
     pub lease: Duration,
     /// Attempts before a transient failure becomes final.
     pub max_attempts: u32,
+    /// Age (from planning) after which a transient failure becomes final.
+    pub max_age: Duration,
     /// First retry delay; doubled per attempt, capped by `retry_max_delay`.
     pub retry_base_delay: Duration,
     /// Longest retry delay.

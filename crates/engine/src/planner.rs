@@ -7,19 +7,27 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use chrono::{DateTime, Duration, NaiveTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use engager_ai::{lead_context, SenderFacts};
+use engager_domain::frequency::{BudgetVerdict, ContactBudget};
 use engager_domain::links::lead_token;
+use engager_domain::schedule::{
+    choose_slot, follow_up, weekday_name, BestTime, FollowUp, QuietHours, Reaction, SlotChoice,
+};
 use engager_domain::sms::{has_stop_wording, sms_segments};
-use engager_domain::timing::{next_send_slot, SendWindow};
+use engager_domain::timing::SendWindow;
 use engager_domain::{
-    stable_hash, unit_fraction, Campaign, Channel, Gate, GateResult, Lead, LeadId, LeadStatus, Step,
+    stable_hash, unit_fraction, Campaign, Channel, Gate, GateResult, Lead, LeadHistory, LeadId,
+    LeadStatus, Step, Touch,
 };
 use engager_store::{
     DueEnrollment, Evaluation, GateRow, NewDelivery, PlanDecision, Store, StoreError,
     SuppressionKey, SuppressionRecord, TraceRecord,
 };
 
+use crate::timing::{
+    best_time_enabled, lead_place, lead_scores, next_step_due, slot_rules, LeadPlace,
+};
 use crate::{Catalog, EngineConfig};
 
 /// LinkedIn's limit for a connection-request note.
@@ -90,8 +98,10 @@ impl<'a> Planner<'a> {
     ) -> Result<PlanReport, StoreError> {
         let mut report = PlanReport::default();
         let mut after = None;
-        // Touches planned during this pass, so two campaigns of one lead see each other.
-        let mut fresh_touches: HashMap<LeadId, Vec<DateTime<Utc>>> = HashMap::new();
+        // Touches planned during this pass and not yet visible to the store, so two campaigns
+        // of one lead see each other.
+        let mut fresh_touches: HashMap<LeadId, Vec<Touch>> = HashMap::new();
+        let history_since = now - self.config.timing.history.max(Duration::days(7));
         loop {
             let remaining = limit.map(|l| l.saturating_sub(report.evaluated));
             if remaining == Some(0) {
@@ -109,10 +119,16 @@ impl<'a> Planner<'a> {
                 .collect::<HashSet<_>>()
                 .into_iter()
                 .collect();
-            let mut touches = self
-                .store
-                .touches(&lead_ids, now - Duration::days(7))
-                .await?;
+            let mut histories = self.store.contact_history(&lead_ids, history_since).await?;
+            if !fresh_touches.is_empty() {
+                for lead in &lead_ids {
+                    if let Some(extra) = fresh_touches.get(lead) {
+                        let history = histories.entry(*lead).or_default();
+                        history.touches.extend(extra.iter().copied());
+                        history.touches.sort_by_key(|t| t.at);
+                    }
+                }
+            }
             let keys: Vec<SuppressionKey> =
                 due.iter().flat_map(|d| suppression_keys(&d.lead)).collect();
             let suppressed = self.store.suppressed(&keys).await?;
@@ -121,16 +137,18 @@ impl<'a> Planner<'a> {
                 let Some(campaign) = self.catalog.get(d.enrollment.campaign_id) else {
                     continue;
                 };
-                let lead_touches = touches.entry(d.lead.id).or_default();
-                if let Some(extra) = fresh_touches.get(&d.lead.id) {
-                    lead_touches.extend(extra.iter().copied());
-                }
-                let evaluation = self.evaluate(d, campaign, lead_touches, &suppressed, now);
+                let history = histories.entry(d.lead.id).or_default();
+                let evaluation = self.evaluate(d, campaign, history, &suppressed, now);
                 if let PlanDecision::Plan(delivery) = &evaluation.decision {
-                    fresh_touches
-                        .entry(d.lead.id)
-                        .or_default()
-                        .push(delivery.send_at);
+                    let touch = Touch {
+                        at: delivery.send_at,
+                        channel: delivery.channel,
+                        sent: false,
+                        delivery: None,
+                        step: Some((d.enrollment.id, d.enrollment.current_step)),
+                    };
+                    history.touches.push(touch);
+                    fresh_touches.entry(d.lead.id).or_default().push(touch);
                 }
                 match &evaluation.decision {
                     // Previews are kept for dry runs only, so a large pass stays flat in memory.
@@ -159,12 +177,13 @@ impl<'a> Planner<'a> {
         Ok(report)
     }
 
-    /// Runs the pipeline for one due enrollment. Pure apart from reading its arguments.
+    /// Runs the pipeline for one due enrollment, given the lead's recent touches and events
+    /// across all campaigns. Pure apart from reading its arguments.
     pub fn evaluate(
         &self,
         due: &DueEnrollment,
         campaign: &Campaign,
-        touches: &[DateTime<Utc>],
+        history: &LeadHistory,
         suppressed: &[SuppressionRecord],
         now: DateTime<Utc>,
     ) -> Evaluation {
@@ -290,51 +309,105 @@ impl<'a> Planner<'a> {
             },
         ));
 
-        // 2. Frequency: one budget across all campaigns and channels.
-        match self.config.frequency.earliest_touch(touches, now) {
-            Ok(()) => gates.push(GateResult::pass(
-                Gate::Frequency,
-                format!(
-                    "{} touch(es) in the last 7 days (cap {}), minimum gap {}h respected",
-                    touches
-                        .iter()
-                        .filter(|t| **t > now - Duration::days(7))
-                        .count(),
-                    self.config.frequency.max_per_week,
-                    self.config.frequency.min_gap.num_hours()
-                ),
-            )),
-            Err(hold) => {
+        // 2. Frequency: one budget across all campaigns and channels, with fatigue, the
+        // cooldown after a reply and negative signals.
+        let budget =
+            ContactBudget::new(self.config.frequency, self.config.budget, &campaign.budget);
+        match budget.check(history, now) {
+            BudgetVerdict::Clear(state) => {
+                gates.push(GateResult::pass(Gate::Frequency, state.describe()))
+            }
+            BudgetVerdict::Hold {
+                until,
+                code,
+                reason,
+            } => {
                 gates.push(GateResult::fail(
                     Gate::Frequency,
                     format!(
-                        "{}; next try at {}",
-                        hold.reason,
-                        hold.until.format("%Y-%m-%d %H:%M UTC")
+                        "{reason}; next try at {}",
+                        until.format("%Y-%m-%d %H:%M UTC")
                     ),
                 ));
                 return finish(
                     gates,
-                    PlanDecision::Defer { until: hold.until },
+                    PlanDecision::Defer { until },
                     "deferred",
-                    Some("frequency"),
+                    Some(code),
                     None,
-                    Some(hold.until),
+                    Some(until),
+                );
+            }
+            BudgetVerdict::End { code, reason } => {
+                gates.push(GateResult::fail(Gate::Frequency, reason));
+                return finish(
+                    gates,
+                    PlanDecision::Stop {
+                        reason: code.into(),
+                    },
+                    "stopped",
+                    Some(code),
+                    None,
+                    None,
                 );
             }
         }
 
-        // 3. Channel: the step's first preference the lead can be reached on.
-        let next_due = campaign.step(step_index + 1).map(|next| now + next.delay);
+        // Follow-ups by behaviour: the delay adapts to the reaction to the previous step.
+        let place = lead_place(self.config, lead);
+        let follow = self.follow_up(due, step, history, &place, now);
+        if let Some(f) = follow.as_ref().filter(|f| f.due > now) {
+            let until = if f.recheck > now { f.recheck } else { f.due };
+            gates.push(GateResult::fail(
+                Gate::Timing,
+                format!(
+                    "{}; due {}, looking again at {}",
+                    f.reason,
+                    f.due.format("%Y-%m-%d %H:%M UTC"),
+                    until.format("%Y-%m-%d %H:%M UTC")
+                ),
+            ));
+            return finish(
+                gates,
+                PlanDecision::Defer { until },
+                "deferred",
+                Some("follow_up"),
+                None,
+                Some(until),
+            );
+        }
+
+        // 3. Channel: the step's first preference the lead can be reached on, within the
+        // channel's own limit. An ignored email moves email to the end of the preferences.
+        let next_due = campaign
+            .step(step_index + 1)
+            .map(|next| next_step_due(self.config, lead, next, now));
+        let demote_email = follow.as_ref().is_some_and(|f| f.prefer_other_channel)
+            && step.channels.iter().any(|c| *c != Channel::Email);
+        let preferences = step
+            .channels
+            .iter()
+            .filter(|c| !demote_email || **c != Channel::Email)
+            .chain(
+                step.channels
+                    .iter()
+                    .filter(|c| demote_email && **c == Channel::Email),
+            );
         let mut refused = Vec::new();
         let mut chosen = None;
-        for channel in &step.channels {
+        let mut channel_hold: Option<DateTime<Utc>> = None;
+        for channel in preferences {
             let why_not = if !self.config.enabled_channels.contains(channel) {
                 Some("channel not enabled".to_owned())
             } else if !lead.reachable_on(*channel) {
                 Some("no contact point".to_owned())
+            } else if let Some(b) = blocked(*channel) {
+                Some(b)
+            } else if let Err(hold) = budget.channel_check(*channel, history, now) {
+                channel_hold = Some(channel_hold.map_or(hold.until, |h| h.min(hold.until)));
+                Some(format!("channel limit: {}", hold.reason))
             } else {
-                blocked(*channel)
+                None
             };
             match why_not {
                 None => {
@@ -349,6 +422,16 @@ impl<'a> Planner<'a> {
                 Gate::Channel,
                 format!("no usable channel: {}", refused.join("; ")),
             ));
+            if let Some(until) = channel_hold {
+                return finish(
+                    gates,
+                    PlanDecision::Defer { until },
+                    "deferred",
+                    Some("channel_budget"),
+                    None,
+                    Some(until),
+                );
+            }
             return finish(
                 gates,
                 PlanDecision::Skip { next_due },
@@ -360,28 +443,41 @@ impl<'a> Planner<'a> {
         };
         gates.push(GateResult::pass(
             Gate::Channel,
-            if refused.is_empty() {
-                format!("{channel} (first preference)")
-            } else {
-                format!("{channel} (fallback after {})", refused.join("; "))
+            match (refused.is_empty(), demote_email) {
+                (true, false) => format!("{channel} (first preference)"),
+                (true, true) => {
+                    format!("{channel} (the previous email was not opened: another channel first)")
+                }
+                (false, _) => format!("{channel} (fallback after {})", refused.join("; ")),
             },
         ));
 
         // 4. Personalization.
-        let (zone, zone_source) = lead.time_zone(self.config.default_time_zone);
+        let zone = place.zone.zone;
         let sender = SenderFacts {
             name: self.config.sender.name.clone(),
             company: self.config.sender_company.clone(),
         };
         // The slot is computed before rendering so that time-of-day wording (the greeting)
         // matches the moment the lead receives the message; it is recorded as the last gate.
-        let window = self.window_for(campaign, channel);
         let jitter = unit_fraction(stable_hash(&[
             &lead.id.0.to_le_bytes(),
             &campaign.id.0.to_le_bytes(),
             &(step_index as u64).to_le_bytes(),
         ]));
-        let send_at = next_send_slot(&window, zone, now, jitter, self.config.max_jitter);
+        let window = step.window_or(campaign.window);
+        let (rules, sms_hours) = slot_rules(self.config, &place, window, channel, true);
+        let scores = best_time_enabled(self.config, campaign)
+            .then(|| lead_scores(self.config, lead, history, &place));
+        let settings = &self.config.timing.best_time;
+        let search = scores.as_ref().map(|s| BestTime {
+            scores: s.table(),
+            horizon_days: settings.horizon_days,
+            day_penalty: settings.day_penalty,
+            latest: follow.as_ref().map(|f| f.latest),
+        });
+        let choice = choose_slot(&rules, now, search.as_ref(), jitter, self.config.max_jitter);
+        let send_at = choice.at;
         let context = lead_context(lead, zone, send_at, &sender, step_index);
         let rendered = match self.catalog.templates().render(
             &campaign.slug,
@@ -432,18 +528,36 @@ impl<'a> Planner<'a> {
         ));
 
         // 6. Timing: the send window in the lead's own zone.
-        gates.push(GateResult::pass(
-            Gate::Timing,
-            format!(
-                "zone {} ({}); window {}; slot {} local",
-                zone.name(),
-                zone_source.as_str(),
-                window.describe(),
-                send_at
-                    .with_timezone(&zone.tz())
-                    .format("%a %Y-%m-%d %H:%M")
-            ),
+        let mut timing = format!(
+            "zone {}; window {}",
+            place.zone.describe(),
+            rules.window.describe()
+        );
+        if let Some(sms) = &sms_hours {
+            timing.push_str(&format!("; SMS hours {}", sms.hours.describe()));
+            if let Some(rule) = &sms.rule {
+                timing.push_str(&format!(" ({rule})"));
+            }
+            if !place.zone.spread.is_empty() {
+                timing.push_str(&format!(
+                    " in all {} zones the lead may be in",
+                    place.zone.spread.len()
+                ));
+            }
+        }
+        describe_choice(
+            &mut timing,
+            &choice,
+            scores.as_ref().map(|s| s.table()),
+            follow.as_ref(),
+        );
+        timing.push_str(&format!(
+            "; slot {} local",
+            send_at
+                .with_timezone(&zone.tz())
+                .format("%a %Y-%m-%d %H:%M")
         ));
+        gates.push(GateResult::pass(Gate::Timing, timing));
         let to_address = match channel {
             Channel::Email => lead.profile.email.as_ref().map(|e| e.to_string()),
             Channel::Sms => lead.profile.phone.as_ref().map(|p| p.to_string()),
@@ -468,13 +582,39 @@ impl<'a> Planner<'a> {
         )
     }
 
-    /// The window a channel may send in: the campaign's, narrowed to SMS quiet hours for SMS.
-    pub fn window_for(&self, campaign: &Campaign, channel: Channel) -> SendWindow {
+    /// How the delay before this step adapts to the reaction to the previous step (only for
+    /// steps with delay bounds whose previous step was sent).
+    fn follow_up(
+        &self,
+        due: &DueEnrollment,
+        step: &Step,
+        history: &LeadHistory,
+        place: &LeadPlace<'_>,
+        now: DateTime<Utc>,
+    ) -> Option<FollowUp> {
+        let index = due.enrollment.current_step;
+        if index == 0 || step.delay_bounds.is_none() {
+            return None;
+        }
+        let previous = history.step_touch(due.enrollment.id, index - 1)?;
+        let reaction = match history.reaction_to(previous, now) {
+            Some(kind) => Reaction::Engaged(kind),
+            None if previous.channel == Channel::Email => Reaction::Ignored,
+            None => Reaction::Unknown,
+        };
+        follow_up(step, previous.at, reaction, place.zone.zone, place.holidays)
+    }
+
+    /// The window a step may send in on a channel, for a lead in its own zone: the step's (or
+    /// campaign's) window, narrowed for SMS to the SMS hours (without the spread across
+    /// zones, which `crate::timing::slot_rules` adds).
+    pub fn window_for(&self, campaign: &Campaign, step: &Step, channel: Channel) -> SendWindow {
+        let window = step.window_or(campaign.window);
         if channel != Channel::Sms {
-            return campaign.window;
+            return window;
         }
         sms_window(
-            campaign.window,
+            window,
             self.config.sms_quiet_start_hour,
             self.config.sms_quiet_end_hour,
         )
@@ -540,6 +680,49 @@ impl<'a> Planner<'a> {
     }
 }
 
+/// Appends what the slot search did to a trace sentence: holidays skipped, the best hour
+/// and its score, the follow-up rule.
+pub fn describe_choice(
+    out: &mut String,
+    choice: &SlotChoice,
+    scores: Option<&engager_domain::best_time::ScoreTable>,
+    follow: Option<&FollowUp>,
+) {
+    use chrono::{Datelike, Timelike};
+    if !choice.holidays_skipped.is_empty() {
+        let days: Vec<String> = choice
+            .holidays_skipped
+            .iter()
+            .map(|d| d.format("%Y-%m-%d").to_string())
+            .collect();
+        out.push_str(&format!("; skipped holiday(s) {}", days.join(", ")));
+    }
+    if let (Some(pick), Some(scores)) = (choice.pick, scores) {
+        let history = if scores.evidence() > 0.0 {
+            format!(
+                "{:.0}% own history from {:.1} weighted event(s)",
+                scores.lead_weight() * 100.0,
+                scores.evidence()
+            )
+        } else {
+            "prior only".to_owned()
+        };
+        out.push_str(&format!(
+            "; best hour {} {:02}:00 (score {:.2}, first open slot {:.2}; {history})",
+            weekday_name(pick.local.weekday()),
+            pick.local.hour(),
+            pick.score,
+            pick.first_score
+        ));
+    }
+    if let Some(f) = follow {
+        out.push_str(&format!("; {}", f.reason));
+    }
+    if choice.fallback {
+        out.push_str("; no slot obeys every rule within a year: the plain window was used");
+    }
+}
+
 /// The one-click unsubscribe URL of a lead: an opaque signed token, no personal data.
 pub fn unsubscribe_url(config: &EngineConfig, lead: LeadId) -> String {
     format!(
@@ -552,21 +735,7 @@ pub fn unsubscribe_url(config: &EngineConfig, lead: LeadId) -> String {
 /// Narrows a window to the SMS quiet-hours window (never earlier than `start_hour`, never at
 /// or after `end_hour`). When they do not overlap, the quiet-hours window on the same days wins.
 pub fn sms_window(window: SendWindow, start_hour: u32, end_hour: u32) -> SendWindow {
-    let quiet_start = NaiveTime::from_hms_opt(start_hour, 0, 0).unwrap_or(NaiveTime::MIN);
-    let quiet_end =
-        NaiveTime::from_hms_opt(end_hour.min(23), if end_hour >= 24 { 59 } else { 0 }, 0)
-            .unwrap_or(NaiveTime::MIN);
-    let start = window.start().max(quiet_start);
-    let end = window.end().min(quiet_end);
-    let days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
-    let base = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap_or_default(); // a Monday
-    let allowed: Vec<&str> = (0..7)
-        .filter(|i| window.allows_day(base + Duration::days(*i)))
-        .map(|i| days[i as usize])
-        .collect();
-    SendWindow::new(&allowed, start, end)
-        .or_else(|_| SendWindow::new(&allowed, quiet_start, quiet_end))
-        .unwrap_or(window)
+    QuietHours::from_hours(start_hour, end_hour).map_or(window, |q| q.apply_to(&window))
 }
 
 /// A message after the content stage.

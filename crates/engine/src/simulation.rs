@@ -15,6 +15,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::dispatcher::{ChannelSet, Dispatcher, SentDelivery};
+use crate::guard::SendGuard;
 use crate::planner::Planner;
 use crate::{Catalog, Clock, EngineConfig, VirtualClock};
 
@@ -151,11 +152,26 @@ pub async fn simulate(
     config: &EngineConfig,
     channels: &ChannelSet,
     options: &SimulationOptions,
+    progress: impl FnMut(u64, u64),
+) -> Result<SimulationReport, StoreError> {
+    let guard = SendGuard::unlimited();
+    simulate_with_guard(store, catalog, config, channels, options, &guard, progress).await
+}
+
+/// Runs the simulation with rate limits, daily caps and circuit breakers applied on the
+/// virtual clock.
+pub async fn simulate_with_guard(
+    store: &dyn Store,
+    catalog: &Catalog,
+    config: &EngineConfig,
+    channels: &ChannelSet,
+    options: &SimulationOptions,
+    guard: &SendGuard,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<SimulationReport, StoreError> {
     let clock = VirtualClock::new(options.start);
     let planner = Planner::new(store, catalog, config);
-    let dispatcher = Dispatcher::new(store, catalog, config, channels);
+    let dispatcher = Dispatcher::new(store, catalog, config, channels).with_guard(guard);
     let total = (options.duration.num_seconds() / options.tick.num_seconds().max(1)).max(1) as u64;
     let mut pending: BTreeMap<(DateTime<Utc>, u64), NewEvent> = BTreeMap::new();
     let mut sequence = 0u64;

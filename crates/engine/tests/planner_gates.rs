@@ -3,14 +3,15 @@
 
 use chrono::{DateTime, Duration, Utc};
 use engager_channels::Sender;
-use engager_domain::frequency::FrequencyPolicy;
+use engager_domain::frequency::{BudgetRules, Fatigue, FrequencyPolicy};
 use engager_domain::links::verify_lead_token;
 use engager_domain::{
-    CampaignId, Channel, CountryCode, EmailAddress, EnrollmentId, Lead, LeadId, LeadStatus,
-    LinkedinUrl, NewLead, PhoneE164, TimeZone,
+    CampaignId, Channel, CountryCode, EmailAddress, EnrollmentId, Lead, LeadHistory, LeadId,
+    LeadStatus, LinkedinUrl, NewLead, PhoneE164, TimeZone,
 };
 use engager_engine::campaign_file::parse_campaign;
 use engager_engine::planner::Planner;
+use engager_engine::timing::{BestTimeSettings, TimingRules};
 use engager_engine::{Catalog, EngineConfig};
 use engager_store::{
     DueEnrollment, EnrollmentRecord, EnrollmentState, PlanDecision, SuppressionKey,
@@ -64,6 +65,19 @@ fn config() -> EngineConfig {
             min_gap: Duration::hours(48),
             max_per_week: 3,
         },
+        // These tables test each gate on its own: no fatigue, no best-time search (the
+        // timing tests in engager-domain and below cover them).
+        budget: BudgetRules {
+            fatigue: Fatigue::off(),
+            ..BudgetRules::default()
+        },
+        timing: TimingRules {
+            best_time: BestTimeSettings {
+                enabled: false,
+                ..BestTimeSettings::default()
+            },
+            ..TimingRules::default()
+        },
         max_jitter: Duration::zero(),
         sms_quiet_start_hour: 8,
         sms_quiet_end_hour: 21,
@@ -71,6 +85,7 @@ fn config() -> EngineConfig {
         batch_size: 100,
         lease: Duration::minutes(5),
         max_attempts: 3,
+        max_age: Duration::hours(72),
         retry_base_delay: Duration::minutes(1),
         retry_max_delay: Duration::hours(1),
         enabled_channels: Channel::ALL.to_vec(),
@@ -278,7 +293,7 @@ fn every_gate_reports_its_verdict_and_reason() {
         let eval = planner.evaluate(
             &due(case.lead, case.step),
             &campaign,
-            &case.touches,
+            &LeadHistory::from_times(&case.touches),
             &suppressed,
             at(case.now),
         );
@@ -319,7 +334,7 @@ fn planned_messages_carry_footer_window_and_fallback() {
     let eval = planner.evaluate(
         &due(lead(Some("jana@bramble.example"), None, None, "DE"), 0),
         &campaign,
-        &[],
+        &LeadHistory::default(),
         &[],
         at("2026-03-06T17:00:00Z"),
     );
@@ -360,7 +375,7 @@ fn planned_messages_carry_footer_window_and_fallback() {
             2,
         ),
         &campaign,
-        &[],
+        &LeadHistory::default(),
         &[],
         at("2026-03-03T05:00:00Z"),
     );
@@ -389,7 +404,7 @@ fn planned_messages_carry_footer_window_and_fallback() {
             2,
         ),
         &campaign,
-        &[],
+        &LeadHistory::default(),
         &[],
         at("2026-03-03T10:00:00Z"),
     );
@@ -478,6 +493,13 @@ impl engager_store::Store for NoStore {
     ) -> engager_store::StoreResult<std::collections::HashMap<LeadId, Vec<DateTime<Utc>>>> {
         unreachable!()
     }
+    async fn contact_history(
+        &self,
+        _: &[LeadId],
+        _: DateTime<Utc>,
+    ) -> engager_store::StoreResult<std::collections::HashMap<LeadId, LeadHistory>> {
+        unreachable!()
+    }
     async fn suppressed(
         &self,
         _: &[SuppressionKey],
@@ -542,6 +564,33 @@ impl engager_store::Store for NoStore {
         _: &str,
         _: DateTime<Utc>,
     ) -> engager_store::StoreResult<bool> {
+        unreachable!()
+    }
+    async fn resolve_unknown(
+        &self,
+        _: engager_domain::DeliveryId,
+        _: engager_store::Resolution,
+        _: &str,
+        _: DateTime<Utc>,
+    ) -> engager_store::StoreResult<bool> {
+        unreachable!()
+    }
+    async fn sent_counts_since(
+        &self,
+        _: DateTime<Utc>,
+    ) -> engager_store::StoreResult<Vec<(Channel, u64)>> {
+        unreachable!()
+    }
+    async fn save_account_state(
+        &self,
+        _: &engager_store::AccountState,
+    ) -> engager_store::StoreResult<()> {
+        unreachable!()
+    }
+    async fn account_states(&self) -> engager_store::StoreResult<Vec<engager_store::AccountState>> {
+        unreachable!()
+    }
+    async fn ledger_overview(&self) -> engager_store::StoreResult<Vec<engager_store::LedgerRow>> {
         unreachable!()
     }
     async fn recover_expired_leases(

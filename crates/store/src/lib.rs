@@ -134,6 +134,15 @@ pub trait Store: Send + Sync {
         leads: &[LeadId],
         since: DateTime<Utc>,
     ) -> StoreResult<HashMap<LeadId, Vec<DateTime<Utc>>>>;
+    /// Each lead's history at or after `since`, for a page of leads in one call: its touches
+    /// (sent, or scheduled and not cancelled; with channel, enrollment and step) and its
+    /// engagement events (every kind but `sent` and `delivered`), each list oldest first.
+    /// Leads without history are absent from the map.
+    async fn contact_history(
+        &self,
+        leads: &[LeadId],
+        since: DateTime<Utc>,
+    ) -> StoreResult<HashMap<LeadId, engager_domain::LeadHistory>>;
     /// Which of the given values are on the suppression list.
     async fn suppressed(&self, values: &[SuppressionKey]) -> StoreResult<Vec<SuppressionRecord>>;
     /// Records planner evaluations in one transaction: the trace of each, the planned
@@ -197,6 +206,27 @@ pub trait Store: Send + Sync {
         reason: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
+    /// Resolves an `unknown` delivery that was not sent: back to `planned` (due now), or
+    /// `cancelled` with the enrollment stopped. False when the row is not `unknown`.
+    /// (A person who confirms it *was* sent records that with `record_outcome`.)
+    async fn resolve_unknown(
+        &self,
+        id: DeliveryId,
+        resolution: Resolution,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Sends per channel at or after `since` (to seed daily caps).
+    async fn sent_counts_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<(engager_domain::Channel, u64)>>;
+    /// Saves a sending account's health (its circuit state), for every process to see.
+    async fn save_account_state(&self, state: &AccountState) -> StoreResult<()>;
+    /// Every account's saved health.
+    async fn account_states(&self) -> StoreResult<Vec<AccountState>>;
+    /// Deliveries by channel and state, with the oldest due time of each group.
+    async fn ledger_overview(&self) -> StoreResult<Vec<LedgerRow>>;
     /// Expired `claimed` rows go back to `planned`; expired `sending` rows become `unknown`.
     async fn recover_expired_leases(&self, now: DateTime<Utc>) -> StoreResult<Recovered>;
     /// Deliveries matching a filter, newest first.

@@ -320,6 +320,8 @@ pub struct DeliveryRecord {
     pub sent_at: Option<DateTime<Utc>>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// When it was planned (the retry budget's age counts from here).
+    pub created_at: DateTime<Utc>,
 }
 
 /// What happened when the dispatcher sent.
@@ -356,6 +358,43 @@ pub enum FollowUp {
     NextStepAt(DateTime<Utc>),
     /// That was the last step.
     Complete,
+}
+
+/// What a person decided about a delivery whose outcome is unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// Queue it again (it was not sent).
+    Retry,
+    /// Do not send it; the lead's sequence stops.
+    Drop,
+}
+
+/// A sending account's saved health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountState {
+    /// `channel:provider`.
+    pub account: String,
+    /// Circuit state: closed, open or half-open.
+    pub circuit: String,
+    /// While open: until when.
+    pub open_until: Option<DateTime<Utc>>,
+    /// The error that changed the state.
+    pub last_error: Option<String>,
+    /// When it changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One group of the ledger overview.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerRow {
+    /// Channel.
+    pub channel: engager_domain::Channel,
+    /// State.
+    pub state: engager_domain::DeliveryState,
+    /// Rows.
+    pub count: u64,
+    /// The earliest due time (send_at, or next attempt) in the group.
+    pub oldest_due: Option<DateTime<Utc>>,
 }
 
 /// What lease recovery did.

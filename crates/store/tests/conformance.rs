@@ -919,6 +919,92 @@ async fn a_released_claim_waits_for_its_new_time(store: Arc<dyn Store>) {
     assert!(again.fencing_token > d.fencing_token);
 }
 
+/// The planner's history batch: touches with channel, state, enrollment and step, and
+/// engagement events without `sent`/`delivered`, oldest first, filtered by `since`.
+async fn contact_history_returns_touches_and_engagement_per_lead(store: Arc<dyn Store>) {
+    let (_, ids) = seed(store.as_ref(), 3).await;
+    let lease = Duration::minutes(5);
+    let sent_at = t0() + Duration::hours(1);
+    let d = store
+        .claim_due_deliveries(sent_at, 1, "w", lease)
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(store
+        .begin_send(d.id, d.fencing_token, sent_at, lease)
+        .await
+        .unwrap());
+    store
+        .record_outcome(
+            d.id,
+            d.fencing_token,
+            &SendOutcome::Sent {
+                provider_ref: "<h@x>".into(),
+            },
+            &FollowUp::Complete,
+            sent_at,
+        )
+        .await
+        .unwrap();
+    let engaged = d.lead_id;
+    let others: Vec<LeadId> = ids.iter().copied().filter(|l| *l != engaged).collect();
+    let (uninterested, untouched) = (others[0], others[1]);
+    let event = |lead, kind, hours: i64, delivery| NewEvent {
+        lead_id: lead,
+        delivery_id: delivery,
+        kind,
+        occurred_at: t0() + Duration::hours(hours),
+        detail: "{}".into(),
+        source: "test".into(),
+    };
+    for e in [
+        event(engaged, EventKind::Clicked, 3, Some(d.id)),
+        event(engaged, EventKind::Delivered, 1, Some(d.id)),
+        event(engaged, EventKind::Opened, 2, Some(d.id)),
+        event(uninterested, EventKind::NotInterested, 4, None),
+    ] {
+        store.record_event(&e).await.unwrap();
+    }
+    let history = store
+        .contact_history(&ids, t0() - Duration::hours(1))
+        .await
+        .unwrap();
+    let h = &history[&engaged];
+    assert_eq!(h.touches.len(), 1);
+    let touch = h.touches[0];
+    assert_eq!(
+        (touch.at, touch.channel, touch.sent, touch.delivery),
+        (sent_at, Channel::Email, true, Some(d.id))
+    );
+    assert_eq!(touch.step, Some((d.enrollment_id, 0)));
+    let kinds: Vec<EventKind> = h.events.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, vec![EventKind::Opened, EventKind::Clicked]);
+    assert_eq!(h.events[0].delivery, Some(d.id));
+    // "Not interested" stopped the sequence: its planned delivery is cancelled, not a touch.
+    let h = &history[&uninterested];
+    assert!(h.touches.is_empty(), "{h:?}");
+    assert_eq!(h.events.len(), 1);
+    assert_eq!(h.events[0].kind, EventKind::NotInterested);
+    assert_eq!(h.events[0].delivery, None);
+    // A scheduled delivery is a touch that is not sent yet.
+    let h = &history[&untouched];
+    assert_eq!(
+        (h.touches.len(), h.touches[0].sent, h.touches[0].at),
+        (1, false, t0())
+    );
+    assert!(h.events.is_empty());
+    // `since` filters both lists; leads without history are absent.
+    let later = store
+        .contact_history(&[engaged, untouched], t0() + Duration::minutes(150))
+        .await
+        .unwrap();
+    assert!(!later.contains_key(&untouched));
+    assert!(later[&engaged].touches.is_empty());
+    assert_eq!(later[&engaged].events.len(), 1);
+    assert_eq!(later[&engaged].events[0].kind, EventKind::Clicked);
+    assert!(store.contact_history(&[], t0()).await.unwrap().is_empty());
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -982,4 +1068,5 @@ conformance!(
     sent_deliveries_are_written_back_once,
     suppression_checks_keep_the_callers_keys,
     a_released_claim_waits_for_its_new_time,
+    contact_history_returns_touches_and_engagement_per_lead,
 );

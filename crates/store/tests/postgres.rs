@@ -78,7 +78,7 @@ async fn processes_connecting_together_migrate_once() {
             .fetch_all(store.pool())
             .await
             .unwrap();
-    assert_eq!(versions, vec![1]);
+    assert_eq!(versions, vec![1, 2], "each migration applied exactly once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,12 @@
 //! conformance story, and faithful fakes of provider APIs.
 
 pub mod airtable;
+pub mod dovecot;
+pub mod faults;
+pub mod graph;
+pub mod local_server;
+pub mod smtp_sink;
+pub mod twilio;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -37,10 +37,16 @@ use crate::common::{
 };
 use crate::*;
 
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    include_str!("../../migrations/postgres/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        include_str!("../../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        include_str!("../../migrations/postgres/0002_account_states.sql"),
+    ),
+];
 
 /// Pool size: enough for a dispatcher, a planner and a few API calls per process.
 const MAX_CONNECTIONS: u32 = 8;
@@ -424,7 +430,7 @@ fn enrollment_row(r: &PgRow) -> StoreResult<EnrollmentRecord> {
 const DELIVERY_COLUMNS: &str = "d.id, d.enrollment_id, d.campaign_id, d.lead_id, d.step_index, \
     d.channel, d.state, d.send_at, d.to_address, d.subject, d.body_text, d.body_html, d.attempts, \
     d.fencing_token, d.lease_until, d.claimed_by, d.next_attempt_at, d.last_error, d.provider_ref, \
-    d.sent_at, d.updated_at";
+    d.sent_at, d.updated_at, d.created_at";
 
 fn delivery_row(r: &PgRow) -> StoreResult<DeliveryRecord> {
     let channel: String = r.try_get(5)?;
@@ -462,6 +468,7 @@ fn delivery_row(r: &PgRow) -> StoreResult<DeliveryRecord> {
         provider_ref: r.try_get(18)?,
         sent_at: from_ms_opt(r.try_get(19)?),
         updated_at: from_ms(r.try_get(20)?),
+        created_at: from_ms(r.try_get(21)?),
     })
 }
 
@@ -1010,6 +1017,68 @@ impl Store for PgStore {
         Ok(out)
     }
 
+    async fn contact_history(
+        &self,
+        leads: &[LeadId],
+        since: DateTime<Utc>,
+    ) -> StoreResult<HashMap<LeadId, engager_domain::LeadHistory>> {
+        let mut out: HashMap<LeadId, engager_domain::LeadHistory> = HashMap::new();
+        if leads.is_empty() {
+            return Ok(out);
+        }
+        let ids: Vec<i64> = leads.iter().map(|l| l.0).collect();
+        let touches = sqlx::query(
+            "SELECT lead_id, id, enrollment_id, step_index, channel, state, COALESCE(sent_at, send_at) AS at \
+             FROM deliveries WHERE lead_id = ANY($1) \
+             AND state IN ('planned', 'claimed', 'sending', 'sent', 'retry_wait', 'unknown') \
+             AND COALESCE(sent_at, send_at) >= $2 \
+             ORDER BY lead_id, at, id",
+        )
+        .bind(&ids)
+        .bind(ms(since))
+        .fetch_all(&self.pool)
+        .await?;
+        for r in &touches {
+            let channel: String = r.try_get(4)?;
+            let state: String = r.try_get(5)?;
+            let step: i64 = r.try_get(3)?;
+            out.entry(LeadId(r.try_get(0)?))
+                .or_default()
+                .touches
+                .push(engager_domain::Touch {
+                    at: from_ms(r.try_get(6)?),
+                    channel: channel
+                        .parse()
+                        .map_err(|e| corrupt_in("deliveries", "channel", e))?,
+                    sent: state == "sent",
+                    delivery: Some(DeliveryId(r.try_get(1)?)),
+                    step: Some((EnrollmentId(r.try_get(2)?), step as usize)),
+                });
+        }
+        let events = sqlx::query(
+            "SELECT lead_id, kind, occurred_at, delivery_id FROM events WHERE lead_id = ANY($1) \
+             AND kind NOT IN ('sent', 'delivered') AND occurred_at >= $2 \
+             ORDER BY lead_id, occurred_at, id",
+        )
+        .bind(&ids)
+        .bind(ms(since))
+        .fetch_all(&self.pool)
+        .await?;
+        for r in &events {
+            let kind: String = r.try_get(1)?;
+            let delivery: Option<i64> = r.try_get(3)?;
+            out.entry(LeadId(r.try_get(0)?))
+                .or_default()
+                .events
+                .push(engager_domain::Engagement {
+                    at: from_ms(r.try_get(2)?),
+                    kind: kind.parse().map_err(|e| corrupt_in("events", "kind", e))?,
+                    delivery: delivery.map(DeliveryId),
+                });
+        }
+        Ok(out)
+    }
+
     async fn suppressed(&self, values: &[SuppressionKey]) -> StoreResult<Vec<SuppressionRecord>> {
         if values.is_empty() {
             return Ok(Vec::new());
@@ -1270,6 +1339,123 @@ impl Store for PgStore {
         .await?
         .rows_affected();
         Ok(n == 1)
+    }
+
+    async fn resolve_unknown(
+        &self,
+        id: DeliveryId,
+        resolution: Resolution,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let state = match resolution {
+            Resolution::Retry => "planned",
+            Resolution::Drop => "cancelled",
+        };
+        let row = sqlx::query(
+            "WITH d AS ( \
+                UPDATE deliveries SET state = $1, send_at = CASE WHEN $1 = 'planned' THEN $2 ELSE send_at END, \
+                last_error = $3, lease_until = NULL, claimed_by = NULL, updated_at = $2 \
+                WHERE id = $4 AND state = 'unknown' RETURNING enrollment_id \
+             ), en AS ( \
+                UPDATE enrollments e SET state = 'stopped', stop_reason = 'delivery_dropped', next_due_at = NULL, updated_at = $2 \
+                FROM d WHERE e.id = d.enrollment_id AND e.state = 'waiting' AND $1 = 'cancelled' \
+             ) SELECT count(*) FROM d",
+        )
+        .bind(state)
+        .bind(ms(now))
+        .bind(reason)
+        .bind(id.0)
+        .fetch_one(&self.pool)
+        .await?;
+        let n: i64 = row.try_get(0)?;
+        Ok(n == 1)
+    }
+
+    async fn sent_counts_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<(engager_domain::Channel, u64)>> {
+        let rows = sqlx::query(
+            "SELECT channel, COUNT(*) FROM deliveries WHERE state = 'sent' AND sent_at >= $1 \
+             GROUP BY channel ORDER BY channel COLLATE \"C\"",
+        )
+        .bind(ms(since))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let channel: String = r.try_get(0)?;
+                let n: i64 = r.try_get(1)?;
+                Ok((
+                    channel
+                        .parse()
+                        .map_err(|e| corrupt_in("deliveries", "channel", e))?,
+                    n.max(0) as u64,
+                ))
+            })
+            .collect()
+    }
+
+    async fn save_account_state(&self, state: &AccountState) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO account_states (account, circuit, open_until, last_error, updated_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (account) DO UPDATE SET circuit = excluded.circuit, open_until = excluded.open_until, \
+             last_error = excluded.last_error, updated_at = excluded.updated_at",
+        )
+        .bind(&state.account)
+        .bind(&state.circuit)
+        .bind(state.open_until.map(ms))
+        .bind(&state.last_error)
+        .bind(ms(state.updated_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn account_states(&self) -> StoreResult<Vec<AccountState>> {
+        let rows = sqlx::query(
+            "SELECT account, circuit, open_until, last_error, updated_at FROM account_states ORDER BY account COLLATE \"C\"",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AccountState {
+                    account: r.try_get(0)?,
+                    circuit: r.try_get(1)?,
+                    open_until: from_ms_opt(r.try_get(2)?),
+                    last_error: r.try_get(3)?,
+                    updated_at: from_ms(r.try_get(4)?),
+                })
+            })
+            .collect()
+    }
+
+    async fn ledger_overview(&self) -> StoreResult<Vec<LedgerRow>> {
+        let rows = sqlx::query(
+            "SELECT channel, state, COUNT(*), MIN(COALESCE(next_attempt_at, send_at)) FROM deliveries \
+             GROUP BY channel, state ORDER BY channel COLLATE \"C\", state COLLATE \"C\"",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let channel: String = r.try_get(0)?;
+                let state: String = r.try_get(1)?;
+                let n: i64 = r.try_get(2)?;
+                Ok(LedgerRow {
+                    channel: channel
+                        .parse()
+                        .map_err(|e| corrupt_in("deliveries", "channel", e))?,
+                    state: state
+                        .parse()
+                        .map_err(|e| corrupt_in("deliveries", "state", e))?,
+                    count: n.max(0) as u64,
+                    oldest_due: from_ms_opt(r.try_get(3)?),
+                })
+            })
+            .collect()
     }
 
     async fn recover_expired_leases(&self, now: DateTime<Utc>) -> StoreResult<Recovered> {

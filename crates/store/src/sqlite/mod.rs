@@ -20,7 +20,13 @@ use crate::common::{
 };
 use crate::*;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_initial.sql")),
+    (
+        2,
+        include_str!("../../migrations/sqlite/0002_account_states.sql"),
+    ),
+];
 
 /// A store on a SQLite file.
 #[derive(Clone)]
@@ -246,7 +252,7 @@ fn finish_enrollment((mut e, state): (EnrollmentRecord, String)) -> StoreResult<
 const DELIVERY_COLUMNS: &str =
     "id, enrollment_id, campaign_id, lead_id, step_index, channel, state, \
     send_at, to_address, subject, body_text, body_html, attempts, fencing_token, lease_until, \
-    claimed_by, next_attempt_at, last_error, provider_ref, sent_at, updated_at";
+    claimed_by, next_attempt_at, last_error, provider_ref, sent_at, updated_at, created_at";
 
 struct RawDelivery {
     record: DeliveryRecord,
@@ -278,6 +284,7 @@ fn delivery_row(r: &Row<'_>) -> rusqlite::Result<RawDelivery> {
             provider_ref: r.get(18)?,
             sent_at: from_ms_opt(r.get(19)?),
             updated_at: from_ms(r.get(20)?),
+            created_at: from_ms(r.get(21)?),
         },
         channel: r.get(5)?,
         state: r.get(6)?,
@@ -663,6 +670,83 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn contact_history(
+        &self,
+        leads: &[LeadId],
+        since: DateTime<Utc>,
+    ) -> StoreResult<HashMap<LeadId, engager_domain::LeadHistory>> {
+        let leads = leads.to_vec();
+        self.run(move |c| {
+            let mut out: HashMap<LeadId, engager_domain::LeadHistory> = HashMap::new();
+            for chunk in leads.chunks(900) {
+                let mut args: Vec<i64> = chunk.iter().map(|l| l.0).collect();
+                args.push(ms(since));
+                let sql = format!(
+                    "SELECT lead_id, id, enrollment_id, step_index, channel, state, COALESCE(sent_at, send_at) AS at \
+                     FROM deliveries WHERE lead_id IN ({}) \
+                     AND +state IN ('planned', 'claimed', 'sending', 'sent', 'retry_wait', 'unknown') \
+                     AND COALESCE(sent_at, send_at) >= ? ORDER BY lead_id, at, id",
+                    placeholders(chunk.len())
+                );
+                let mut stmt = c.prepare_cached(&sql)?;
+                let rows = stmt.query_map(params_from_iter(args.iter()), |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, i64>(6)?,
+                    ))
+                })?;
+                for row in rows {
+                    let (lead, id, enrollment, step, channel, state, at) = row?;
+                    out.entry(LeadId(lead))
+                        .or_default()
+                        .touches
+                        .push(engager_domain::Touch {
+                            at: from_ms(at),
+                            channel: channel
+                                .parse()
+                                .map_err(|e| corrupt_in("deliveries", "channel", e))?,
+                            sent: state == "sent",
+                            delivery: Some(DeliveryId(id)),
+                            step: Some((EnrollmentId(enrollment), step as usize)),
+                        });
+                }
+                let sql = format!(
+                    "SELECT lead_id, kind, occurred_at, delivery_id FROM events WHERE lead_id IN ({}) \
+                     AND kind NOT IN ('sent', 'delivered') AND occurred_at >= ? \
+                     ORDER BY lead_id, occurred_at, id",
+                    placeholders(chunk.len())
+                );
+                let mut stmt = c.prepare_cached(&sql)?;
+                let rows = stmt.query_map(params_from_iter(args.iter()), |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Option<i64>>(3)?,
+                    ))
+                })?;
+                for row in rows {
+                    let (lead, kind, at, delivery) = row?;
+                    out.entry(LeadId(lead))
+                        .or_default()
+                        .events
+                        .push(engager_domain::Engagement {
+                            at: from_ms(at),
+                            kind: kind.parse().map_err(|e| corrupt_in("events", "kind", e))?,
+                            delivery: delivery.map(DeliveryId),
+                        });
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn suppressed(&self, values: &[SuppressionKey]) -> StoreResult<Vec<SuppressionRecord>> {
         let values = values.to_vec();
         self.run(move |c| {
@@ -992,6 +1076,113 @@ impl Store for SqliteStore {
                 params![ms(send_at), reason, ms(now), id.0, token],
             )?;
             Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn resolve_unknown(
+        &self,
+        id: DeliveryId,
+        resolution: Resolution,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let reason = reason.to_owned();
+        self.run(move |c| {
+            let now = ms(now);
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let state = match resolution {
+                Resolution::Retry => "planned",
+                Resolution::Drop => "cancelled",
+            };
+            let enrollment: Option<i64> = tx
+                .query_row(
+                    "UPDATE deliveries SET state = ?1, send_at = CASE WHEN ?1 = 'planned' THEN ?2 ELSE send_at END, \
+                     last_error = ?3, lease_until = NULL, claimed_by = NULL, updated_at = ?2 \
+                     WHERE id = ?4 AND state = 'unknown' RETURNING enrollment_id",
+                    params![state, now, reason, id.0],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let (Some(enrollment), Resolution::Drop) = (enrollment, resolution) {
+                tx.execute(
+                    "UPDATE enrollments SET state = 'stopped', stop_reason = 'delivery_dropped', next_due_at = NULL, updated_at = ?1 \
+                     WHERE id = ?2 AND state = 'waiting'",
+                    params![now, enrollment],
+                )?;
+            }
+            tx.commit()?;
+            Ok(enrollment.is_some())
+        })
+        .await
+    }
+
+    async fn sent_counts_since(&self, since: DateTime<Utc>) -> StoreResult<Vec<(Channel, u64)>> {
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT channel, COUNT(*) FROM deliveries WHERE state = 'sent' AND sent_at >= ?1 GROUP BY channel ORDER BY channel",
+            )?;
+            let rows = stmt
+                .query_map([ms(since)], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter()
+                .map(|(ch, n)| Ok((ch.parse().map_err(|e| corrupt_in("deliveries", "channel", e))?, n as u64)))
+                .collect()
+        })
+        .await
+    }
+
+    async fn save_account_state(&self, state: &AccountState) -> StoreResult<()> {
+        let state = state.clone();
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO account_states (account, circuit, open_until, last_error, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (account) DO UPDATE SET circuit = excluded.circuit, open_until = excluded.open_until, \
+                 last_error = excluded.last_error, updated_at = excluded.updated_at",
+                params![state.account, state.circuit, state.open_until.map(ms), state.last_error, ms(state.updated_at)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn account_states(&self) -> StoreResult<Vec<AccountState>> {
+        self.run(|c| {
+            let mut stmt = c.prepare("SELECT account, circuit, open_until, last_error, updated_at FROM account_states ORDER BY account")?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(AccountState {
+                        account: r.get(0)?,
+                        circuit: r.get(1)?,
+                        open_until: from_ms_opt(r.get(2)?),
+                        last_error: r.get(3)?,
+                        updated_at: from_ms(r.get(4)?),
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn ledger_overview(&self) -> StoreResult<Vec<LedgerRow>> {
+        self.run(|c| {
+            let mut stmt = c.prepare(
+                "SELECT channel, state, COUNT(*), MIN(COALESCE(next_attempt_at, send_at)) FROM deliveries GROUP BY channel, state ORDER BY channel, state",
+            )?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, Option<i64>>(3)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter()
+                .map(|(ch, st, n, oldest)| {
+                    Ok(LedgerRow {
+                        channel: ch.parse().map_err(|e| corrupt_in("deliveries", "channel", e))?,
+                        state: st.parse().map_err(|e| corrupt_in("deliveries", "state", e))?,
+                        count: n as u64,
+                        oldest_due: from_ms_opt(oldest),
+                    })
+                })
+                .collect()
         })
         .await
     }

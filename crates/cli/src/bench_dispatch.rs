@@ -1,0 +1,135 @@
+//! `engager bench dispatch`: the dispatcher's throughput with the reliability layer (rate
+//! limiter, daily caps, circuit breakers, retry classification) on vs. off, against the same
+//! instant in-process provider — the worst case for the layer's relative overhead.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use clap::Args;
+use engager_channels::{Accepted, ChannelSender, DeliveryError, OutgoingMessage};
+use engager_domain::circuit::CircuitPolicy;
+use engager_domain::Channel;
+use engager_engine::dispatcher::{ChannelSet, Dispatcher};
+use engager_engine::guard::{AccountLimits, SendGuard};
+use engager_engine::planner::Planner;
+use engager_engine::Catalog;
+use serde_json::json;
+
+use crate::output::{print_json, table};
+
+/// `engager bench dispatch`
+#[derive(Debug, Args)]
+pub struct DispatchBenchArgs {
+    /// Deliveries per measurement.
+    #[arg(long, default_value_t = 5_000)]
+    pub rows: usize,
+    /// Measurements of each mode, alternated.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+}
+
+/// A provider that accepts everything at once.
+struct Instant0(AtomicU64);
+
+#[async_trait]
+impl ChannelSender for Instant0 {
+    fn channel(&self) -> Channel {
+        Channel::Email
+    }
+    fn name(&self) -> &str {
+        "instant"
+    }
+    async fn health_check(&self) -> Result<(), DeliveryError> {
+        Ok(())
+    }
+    async fn send(&self, m: &OutgoingMessage) -> Result<Accepted, DeliveryError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(Accepted {
+            provider_ref: m.message_id.clone(),
+        })
+    }
+}
+
+async fn measure(rows: usize, guarded: bool, n: usize, dir: &std::path::Path) -> Result<f64> {
+    let store = engager_store::open(&format!(
+        "sqlite:{}",
+        dir.join(format!("d{n}.db")).display()
+    ))
+    .await?;
+    let now: DateTime<Utc> =
+        DateTime::parse_from_rfc3339("2026-03-03T15:00:00Z")?.with_timezone(&Utc);
+    crate::bench::seed(store.as_ref(), rows, now).await?;
+    let catalog = Catalog::load(store.as_ref()).await?;
+    let mut config = crate::bench::bench_config()?;
+    config.timing.best_time.enabled = false;
+    Planner::new(store.as_ref(), &catalog, &config)
+        .plan_due(now, None, false)
+        .await?;
+    let provider = Arc::new(Instant0(AtomicU64::new(0)));
+    let channels = ChannelSet::new().with(provider.clone());
+    let mut limits = HashMap::new();
+    limits.insert(
+        Channel::Email,
+        AccountLimits {
+            per_second: Some(1_000_000),
+            daily_cap: Some(10_000_000),
+            ..AccountLimits::default()
+        },
+    );
+    let guard = SendGuard::new(limits, CircuitPolicy::default());
+    let at = now + Duration::days(10);
+    let started = Instant::now();
+    let dispatcher = Dispatcher::new(store.as_ref(), &catalog, &config, &channels);
+    let report = if guarded {
+        dispatcher.with_guard(&guard).dispatch_due(at, None).await?
+    } else {
+        dispatcher.dispatch_due(at, None).await?
+    };
+    let secs = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        report.sent.len() == rows,
+        "sent {} of {rows}: {report:?}",
+        report.sent.len()
+    );
+    Ok(rows as f64 / secs)
+}
+
+/// Runs the benchmark.
+pub async fn run(args: DispatchBenchArgs, json: bool) -> Result<ExitCode> {
+    let dir = tempfile::tempdir()?;
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for round in 0..args.rounds {
+        off.push(measure(args.rows, false, round * 2, dir.path()).await?);
+        on.push(measure(args.rows, true, round * 2 + 1, dir.path()).await?);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (off_m, on_m) = (median(&mut off), median(&mut on));
+    if json {
+        print_json(
+            &json!({"rows": args.rows, "sends_per_second_without_guard": off_m, "sends_per_second_with_guard": on_m, "ratio": on_m / off_m}),
+        );
+    } else {
+        let mut t = table(&["Mode", "Sends/s (median)", "Ratio"]);
+        t.add_row(vec![
+            "dispatcher, no limiter or breaker".into(),
+            format!("{off_m:.0}"),
+            "1.00".into(),
+        ]);
+        t.add_row(vec![
+            "dispatcher + limiter + daily cap + circuit breaker".into(),
+            format!("{on_m:.0}"),
+            format!("{:.2}", on_m / off_m),
+        ]);
+        println!("{t}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,483 @@
+//! What stands between a claimed delivery and its provider: per-account rate limits, daily
+//! caps with warm-up ramps, and circuit breakers.
+//!
+//! Invariants: a denied send is put back in the ledger with the instant it may go (never
+//! retried in a loop in memory, never burned); while an account's circuit is open only its
+//! half-open probe goes out; limits run on the injected time, so a simulation on a virtual
+//! clock is as deterministic as the rest.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use engager_domain::circuit::{Admission, CircuitBreaker, CircuitPolicy, CircuitState, Transition};
+use engager_domain::Channel;
+use governor::clock::Clock as GovernorClock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+
+/// The limits of one channel's sending account.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountLimits {
+    /// Sends per second.
+    pub per_second: Option<u32>,
+    /// Sends per minute.
+    pub per_minute: Option<u32>,
+    /// Sends per UTC day once warmed up.
+    pub daily_cap: Option<u32>,
+    /// Caps for the first days of sending (day 1, day 2, …), then `daily_cap`.
+    pub warmup: Vec<u32>,
+    /// The first day of the warm-up ramp.
+    pub warmup_start: Option<NaiveDate>,
+}
+
+impl AccountLimits {
+    /// The cap in force on `day`, if any.
+    pub fn cap_on(&self, day: NaiveDate) -> Option<u32> {
+        if let Some(start) = self.warmup_start {
+            let index = (day - start).num_days();
+            if index >= 0 {
+                if let Some(cap) = self.warmup.get(index as usize) {
+                    return Some(self.daily_cap.map_or(*cap, |d| d.min(*cap)));
+                }
+            }
+        }
+        self.daily_cap
+    }
+}
+
+/// A rate limiter for sends. In-process today (governor); the interface takes the account
+/// and the time explicitly so that a database-backed limiter shared by many processes can
+/// implement it later.
+pub trait SendLimiter: Send + Sync {
+    /// Takes one permit for `account` at `now`, or says when the next one is available.
+    fn try_acquire(&self, account: &str, now: DateTime<Utc>) -> Result<(), DateTime<Utc>>;
+    /// Holds every send of `account` until `until` (the provider said it is rate-limited).
+    fn pause(&self, account: &str, until: DateTime<Utc>);
+}
+
+/// governor's clock, reading the instant the guard was last given (virtual or real).
+#[derive(Debug, Clone, Default)]
+struct InjectedClock(Arc<AtomicU64>);
+
+impl GovernorClock for InjectedClock {
+    type Instant = std::time::Duration;
+
+    fn now(&self) -> Self::Instant {
+        std::time::Duration::from_nanos(self.0.load(Ordering::SeqCst))
+    }
+}
+
+type Direct =
+    RateLimiter<NotKeyed, InMemoryState, InjectedClock, NoOpMiddleware<std::time::Duration>>;
+
+/// The in-process limiter: one GCRA (governor) per account and rate, with the quotas of the
+/// account's channel (accounts are named `channel:provider`).
+pub struct GovernorLimiter {
+    clock: InjectedClock,
+    quotas: HashMap<Channel, Vec<Quota>>,
+    limiters: Mutex<HashMap<String, (Vec<Direct>, Option<DateTime<Utc>>)>>,
+}
+
+impl GovernorLimiter {
+    /// A limiter with the given quotas per channel.
+    pub fn new(quotas: HashMap<Channel, Vec<Quota>>) -> Self {
+        Self {
+            clock: InjectedClock::default(),
+            quotas,
+            limiters: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+fn to_nanos(t: DateTime<Utc>) -> u64 {
+    t.timestamp_nanos_opt().unwrap_or(0).max(0) as u64
+}
+
+impl SendLimiter for GovernorLimiter {
+    fn try_acquire(&self, account: &str, now: DateTime<Utc>) -> Result<(), DateTime<Utc>> {
+        self.clock.0.fetch_max(to_nanos(now), Ordering::SeqCst);
+        let mut all = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = all.entry(account.to_owned()).or_insert_with(|| {
+            let channel = account
+                .split(':')
+                .next()
+                .and_then(|c| c.parse::<Channel>().ok());
+            let quotas = channel
+                .and_then(|c| self.quotas.get(&c))
+                .cloned()
+                .unwrap_or_default();
+            (
+                quotas
+                    .into_iter()
+                    .map(|q| RateLimiter::direct_with_clock(q, self.clock.clone()))
+                    .collect(),
+                None,
+            )
+        });
+        if let Some(until) = entry.1 {
+            if now < until {
+                return Err(until);
+            }
+            entry.1 = None;
+        }
+        for limiter in &entry.0 {
+            if let Err(not_until) = limiter.check() {
+                let wait = not_until.wait_time_from(self.clock.now());
+                return Err(now
+                    + Duration::from_std(wait)
+                        .unwrap_or(Duration::seconds(1))
+                        .max(Duration::milliseconds(1)));
+            }
+        }
+        Ok(())
+    }
+
+    fn pause(&self, account: &str, until: DateTime<Utc>) {
+        let mut all = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = all
+            .entry(account.to_owned())
+            .or_insert_with(|| (Vec::new(), None));
+        entry.1 = Some(entry.1.map_or(until, |u| u.max(until)));
+    }
+}
+
+/// What the guard says about one send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send now.
+    Go,
+    /// Send now, as the circuit's half-open probe.
+    Probe,
+    /// Not before `until`, because of `reason`.
+    Wait {
+        /// When to try again.
+        until: DateTime<Utc>,
+        /// Why (rate limit, daily cap, open circuit).
+        reason: String,
+        /// Whether the account's circuit is open (a fallback channel may be tried).
+        circuit_open: bool,
+    },
+}
+
+/// How a send went, as far as the account's health is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// The provider worked (including a permanent rejection of one recipient).
+    Ok,
+    /// The provider failed (5xx, timeout, ambiguous, rate-limited).
+    Failed,
+}
+
+/// One account's state, for `engager status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountHealth {
+    /// `channel:provider`.
+    pub account: String,
+    /// Circuit state name.
+    pub circuit: String,
+    /// Sends counted today.
+    pub sent_today: u64,
+    /// Today's cap, if any.
+    pub cap_today: Option<u32>,
+}
+
+/// Limits and circuit breakers of every account, shared by dispatcher passes.
+pub struct SendGuard {
+    limiter: Box<dyn SendLimiter>,
+    limits: HashMap<Channel, AccountLimits>,
+    policy: CircuitPolicy,
+    breakers: Mutex<HashMap<String, CircuitBreaker>>,
+    daily: Mutex<HashMap<String, (NaiveDate, u64)>>,
+}
+
+impl SendGuard {
+    /// A guard with per-channel limits and one circuit policy.
+    pub fn new(limits: HashMap<Channel, AccountLimits>, policy: CircuitPolicy) -> Self {
+        let quotas = Channel::ALL
+            .iter()
+            .filter_map(|c| limits.get(c).map(|l| (*c, l)))
+            .map(|(c, l)| {
+                let mut q = Vec::new();
+                // GCRA: up to the limit at once, then evenly at the rate (governor's quotas).
+                if let Some(n) = l.per_second.and_then(NonZeroU32::new) {
+                    q.push(Quota::per_second(n));
+                }
+                if let Some(n) = l.per_minute.and_then(NonZeroU32::new) {
+                    q.push(Quota::per_minute(n));
+                }
+                (c, q)
+            })
+            .collect();
+        Self {
+            limiter: Box::new(GovernorLimiter::new(quotas)),
+            limits,
+            policy,
+            breakers: Mutex::new(HashMap::new()),
+            daily: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// No limits and a default circuit policy.
+    pub fn unlimited() -> Self {
+        Self::new(HashMap::new(), CircuitPolicy::default())
+    }
+
+    /// Replaces the limiter (e.g. with a database-backed one).
+    pub fn with_limiter(mut self, limiter: Box<dyn SendLimiter>) -> Self {
+        self.limiter = limiter;
+        self
+    }
+
+    /// The account name of a channel's sender.
+    pub fn account(channel: Channel, provider: &str) -> String {
+        format!("{channel}:{provider}")
+    }
+
+    /// Seeds today's count of an account (from the ledger, at the start of a pass).
+    pub fn seed_sent_today(&self, account: &str, day: NaiveDate, sent: u64) {
+        let mut daily = self.daily.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = daily.entry(account.to_owned()).or_insert((day, 0));
+        if entry.0 != day || entry.1 < sent {
+            *entry = (day, sent);
+        }
+    }
+
+    /// Asks whether a send on `account` may start at `now`.
+    pub fn admit(&self, account: &str, channel: Channel, now: DateTime<Utc>) -> Verdict {
+        let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        let breaker = breakers
+            .entry(account.to_owned())
+            .or_insert_with(|| CircuitBreaker::new(self.policy));
+        if let CircuitState::Open { until } = breaker.state() {
+            if now < until {
+                return Verdict::Wait {
+                    until,
+                    reason: format!("circuit of {account} is open"),
+                    circuit_open: true,
+                };
+            }
+        }
+        let day = now.date_naive();
+        if let Some(cap) = self.limits.get(&channel).and_then(|l| l.cap_on(day)) {
+            let daily = self.daily.lock().unwrap_or_else(|p| p.into_inner());
+            let sent = daily
+                .get(account)
+                .filter(|(d, _)| *d == day)
+                .map_or(0, |(_, n)| *n);
+            if sent >= u64::from(cap) {
+                let tomorrow = (day + Duration::days(1))
+                    .and_hms_opt(0, 0, 0)
+                    .map(|t| t.and_utc())
+                    .unwrap_or(now + Duration::days(1));
+                return Verdict::Wait {
+                    until: tomorrow,
+                    reason: format!("daily cap of {cap} reached for {account}"),
+                    circuit_open: false,
+                };
+            }
+        }
+        if let Err(until) = self.limiter.try_acquire(account, now) {
+            return Verdict::Wait {
+                until,
+                reason: format!("rate limit of {account}"),
+                circuit_open: false,
+            };
+        }
+        match breaker.admit(now) {
+            Admission::Allowed => Verdict::Go,
+            Admission::Probe => Verdict::Probe,
+            Admission::Denied { until } => Verdict::Wait {
+                until,
+                reason: format!("circuit of {account} is probing"),
+                circuit_open: true,
+            },
+        }
+    }
+
+    /// Records how a send went; returns a circuit transition to log and alert on.
+    pub fn record(
+        &self,
+        account: &str,
+        health: Health,
+        sent: bool,
+        now: DateTime<Utc>,
+    ) -> Option<Transition> {
+        if sent {
+            let mut daily = self.daily.lock().unwrap_or_else(|p| p.into_inner());
+            let day = now.date_naive();
+            let entry = daily.entry(account.to_owned()).or_insert((day, 0));
+            if entry.0 != day {
+                *entry = (day, 0);
+            }
+            entry.1 += 1;
+        }
+        let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        let breaker = breakers
+            .entry(account.to_owned())
+            .or_insert_with(|| CircuitBreaker::new(self.policy));
+        breaker.record(health == Health::Ok, now)
+    }
+
+    /// The provider asked us to slow down until `until`.
+    pub fn pause(&self, account: &str, until: DateTime<Utc>) {
+        self.limiter.pause(account, until);
+    }
+
+    /// Opens an account's circuit until `until` (credentials refused, configuration broken).
+    pub fn trip(&self, account: &str, until: DateTime<Utc>) -> Option<Transition> {
+        let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        breakers
+            .entry(account.to_owned())
+            .or_insert_with(|| CircuitBreaker::new(self.policy))
+            .trip(until)
+    }
+
+    /// Until when an account's circuit is open, if it is.
+    pub fn open_until(&self, account: &str) -> Option<DateTime<Utc>> {
+        let breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        match breakers.get(account).map(CircuitBreaker::state) {
+            Some(CircuitState::Open { until }) => Some(until),
+            _ => None,
+        }
+    }
+
+    /// The configured cap for a channel today.
+    pub fn cap_on(&self, channel: Channel, day: NaiveDate) -> Option<u32> {
+        self.limits.get(&channel).and_then(|l| l.cap_on(day))
+    }
+
+    /// Every known account's state.
+    pub fn health(&self, now: DateTime<Utc>) -> Vec<AccountHealth> {
+        let breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        let daily = self.daily.lock().unwrap_or_else(|p| p.into_inner());
+        let mut accounts: Vec<&String> = breakers.keys().chain(daily.keys()).collect();
+        accounts.sort();
+        accounts.dedup();
+        accounts
+            .into_iter()
+            .map(|a| {
+                let channel = a.split(':').next().and_then(|c| c.parse::<Channel>().ok());
+                AccountHealth {
+                    account: a.clone(),
+                    circuit: breakers
+                        .get(a)
+                        .map_or("closed", |b| b.state().name())
+                        .to_owned(),
+                    sent_today: daily
+                        .get(a)
+                        .filter(|(d, _)| *d == now.date_naive())
+                        .map_or(0, |(_, n)| *n),
+                    cap_today: channel
+                        .and_then(|c| self.limits.get(&c))
+                        .and_then(|l| l.cap_on(now.date_naive())),
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_770_000_000 + s, 0).unwrap()
+    }
+
+    #[test]
+    fn per_minute_quota_spreads_sends_on_the_injected_clock() {
+        let mut limits: HashMap<Channel, AccountLimits> = HashMap::new();
+        limits.insert(
+            Channel::Email,
+            AccountLimits {
+                per_minute: Some(30),
+                ..Default::default()
+            },
+        );
+        let guard = SendGuard::new(limits, CircuitPolicy::default());
+        let mut went = 0;
+        let mut waits = Vec::new();
+        for _ in 0..40 {
+            match guard.admit("email:graph", Channel::Email, t(0)) {
+                Verdict::Go => went += 1,
+                Verdict::Wait { until, .. } => waits.push(until),
+                Verdict::Probe => unreachable!(),
+            }
+        }
+        assert_eq!(went, 30, "a burst up to the quota, then waits");
+        assert!(waits.iter().all(|w| *w > t(0) && *w <= t(2)), "{waits:?}");
+        // Then one every two seconds: 30 in the next minute, 60 in the first 60 s at most.
+        let mut sent = 0;
+        for at in 1..=60 {
+            if guard.admit("email:graph", Channel::Email, t(at)) == Verdict::Go {
+                sent += 1;
+            }
+        }
+        assert_eq!(sent, 30, "30 per minute once the burst is spent");
+    }
+
+    #[test]
+    fn daily_cap_with_warm_up_ramp() {
+        let day1 = t(0).date_naive();
+        let limits = AccountLimits {
+            daily_cap: Some(1000),
+            warmup: vec![2, 5],
+            warmup_start: Some(day1),
+            ..Default::default()
+        };
+        assert_eq!(limits.cap_on(day1), Some(2));
+        assert_eq!(limits.cap_on(day1 + Duration::days(1)), Some(5));
+        assert_eq!(limits.cap_on(day1 + Duration::days(2)), Some(1000));
+        let mut map = HashMap::new();
+        map.insert(Channel::Email, limits);
+        let guard = SendGuard::new(map, CircuitPolicy::default());
+        for _ in 0..2 {
+            assert_eq!(guard.admit("email:smtp", Channel::Email, t(0)), Verdict::Go);
+            guard.record("email:smtp", Health::Ok, true, t(0));
+        }
+        let Verdict::Wait { until, reason, .. } = guard.admit("email:smtp", Channel::Email, t(10))
+        else {
+            panic!()
+        };
+        assert!(reason.contains("daily cap of 2"));
+        assert_eq!(until.date_naive(), day1 + Duration::days(1));
+    }
+
+    #[test]
+    fn an_open_circuit_holds_sends_and_a_provider_pause_holds_the_account() {
+        let policy = CircuitPolicy {
+            min_calls: 2,
+            ..CircuitPolicy::default()
+        };
+        let guard = SendGuard::new(HashMap::new(), policy);
+        assert_eq!(
+            guard.record("sms:twilio", Health::Failed, false, t(0)),
+            None
+        );
+        assert_eq!(
+            guard.record("sms:twilio", Health::Failed, false, t(1)),
+            Some(Transition::Opened)
+        );
+        let Verdict::Wait { circuit_open, .. } = guard.admit("sms:twilio", Channel::Sms, t(2))
+        else {
+            panic!()
+        };
+        assert!(circuit_open);
+        assert_eq!(
+            guard.admit("sms:twilio", Channel::Sms, t(40)),
+            Verdict::Probe
+        );
+        guard.pause("email:graph", t(100));
+        assert!(
+            matches!(guard.admit("email:graph", Channel::Email, t(50)), Verdict::Wait { until, .. } if until == t(100))
+        );
+        assert_eq!(
+            guard.admit("email:graph", Channel::Email, t(100)),
+            Verdict::Go
+        );
+    }
+}

@@ -1,0 +1,8 @@
+-- The health of each sending account (circuit state), shared by every process on the database.
+CREATE TABLE account_states (
+    account     TEXT PRIMARY KEY,
+    circuit     TEXT NOT NULL,
+    open_until  INTEGER,
+    last_error  TEXT,
+    updated_at  INTEGER NOT NULL
+);
