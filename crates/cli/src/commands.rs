@@ -553,7 +553,8 @@ async fn run(app: App, config: Option<&Path>, args: RunArgs, json: bool) -> Resu
     }
     let catalog = Catalog::load(app.store.as_ref()).await?;
     let now = SystemClock.now();
-    let planner = Planner::new(app.store.as_ref(), &catalog, &app.engine);
+    let planner = Planner::new(app.store.as_ref(), &catalog, &app.engine)
+        .with_open_circuits(open_circuits(app.store.as_ref(), now).await?);
     let plan = planner.plan_due(now, args.limit, args.dry_run).await?;
     if args.dry_run {
         let due = app
@@ -689,6 +690,11 @@ async fn daemon(app: App, config: Option<&Path>, limit: Option<usize>) -> Result
     loop {
         let now = SystemClock.now();
         let plan = Planner::new(app.store.as_ref(), &catalog, &engine)
+            .with_open_circuits(
+                open_circuits(app.store.as_ref(), now)
+                    .await
+                    .unwrap_or_default(),
+            )
             .plan_due(now, limit, false)
             .await;
         match plan {
@@ -855,6 +861,23 @@ async fn status(app: &App, json: bool) -> Result<ExitCode> {
         println!("Next work is due at {}.", when(next));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Channels whose account's circuit is open (saved by any process), and until when.
+async fn open_circuits(
+    store: &dyn Store,
+    now: chrono::DateTime<Utc>,
+) -> Result<std::collections::HashMap<engager_domain::Channel, chrono::DateTime<Utc>>> {
+    Ok(store
+        .account_states()
+        .await?
+        .into_iter()
+        .filter_map(|s| {
+            let until = s.open_until.filter(|u| *u > now)?;
+            let channel = s.account.split(':').next()?.parse().ok()?;
+            Some((channel, until))
+        })
+        .collect())
 }
 
 /// One sending account's health, as `engager status` shows it.

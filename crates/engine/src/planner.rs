@@ -76,6 +76,7 @@ pub struct Planner<'a> {
     store: &'a dyn Store,
     catalog: &'a Catalog,
     config: &'a EngineConfig,
+    open_circuits: HashMap<Channel, DateTime<Utc>>,
 }
 
 impl<'a> Planner<'a> {
@@ -85,7 +86,15 @@ impl<'a> Planner<'a> {
             store,
             catalog,
             config,
+            open_circuits: HashMap::new(),
         }
+    }
+
+    /// Channels whose sending account's circuit is open, and until when: the channel gate
+    /// falls back to the step's next channel, or defers when none is left (never burns).
+    pub fn with_open_circuits(mut self, open: HashMap<Channel, DateTime<Utc>>) -> Self {
+        self.open_circuits = open;
+        self
     }
 
     /// Evaluates every enrollment due at `now` (at most `limit`), recording the outcomes
@@ -403,6 +412,12 @@ impl<'a> Planner<'a> {
                 Some("no contact point".to_owned())
             } else if let Some(b) = blocked(*channel) {
                 Some(b)
+            } else if let Some(until) = self.open_circuits.get(channel).filter(|u| **u > now) {
+                channel_hold = Some(channel_hold.map_or(*until, |h| h.min(*until)));
+                Some(format!(
+                    "circuit open until {}",
+                    until.format("%Y-%m-%d %H:%M UTC")
+                ))
             } else if let Err(hold) = budget.channel_check(*channel, history, now) {
                 channel_hold = Some(channel_hold.map_or(hold.until, |h| h.min(hold.until)));
                 Some(format!("channel limit: {}", hold.reason))

@@ -647,3 +647,47 @@ impl engager_store::Store for NoStore {
         unreachable!()
     }
 }
+
+#[test]
+fn an_open_circuit_falls_back_to_the_next_channel_or_waits() {
+    let campaign = parse_campaign(CAMPAIGN, "t.toml", CampaignId(1)).unwrap();
+    let catalog = Catalog::from_campaigns(vec![campaign.clone()]).unwrap();
+    let config = config();
+    let now = at("2026-03-03T10:00:00Z");
+    let until = now + Duration::minutes(20);
+    let mut open = std::collections::HashMap::new();
+    open.insert(Channel::Linkedin, until);
+    let planner = Planner::new(&*Box::leak(Box::new(NoStore)), &catalog, &config)
+        .with_open_circuits(open.clone());
+    let both = lead(
+        Some("jana@bramble.example"),
+        Some("+4915123456789"),
+        Some("linkedin.com/in/jana"),
+        "DE",
+    );
+    let eval = planner.evaluate(&due(both, 2), &campaign, &Default::default(), &[], now);
+    let PlanDecision::Plan(d) = &eval.decision else {
+        panic!("{eval:?}")
+    };
+    assert_eq!(d.channel, Channel::Sms);
+    assert!(
+        eval.trace
+            .gates
+            .iter()
+            .any(|g| g.reason.contains("linkedin: circuit open until")),
+        "{:?}",
+        eval.trace.gates
+    );
+    // Every channel of the step down: the lead waits for the circuit, nothing is burned.
+    open.insert(Channel::Sms, until + Duration::minutes(5));
+    let planner =
+        Planner::new(&*Box::leak(Box::new(NoStore)), &catalog, &config).with_open_circuits(open);
+    let both = lead(
+        Some("jana@bramble.example"),
+        Some("+4915123456789"),
+        Some("linkedin.com/in/jana"),
+        "DE",
+    );
+    let eval = planner.evaluate(&due(both, 2), &campaign, &Default::default(), &[], now);
+    assert_eq!(eval.decision, PlanDecision::Defer { until });
+}
