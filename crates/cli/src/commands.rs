@@ -616,11 +616,17 @@ async fn run(app: App, config: Option<&Path>, args: RunArgs, json: bool) -> Resu
         .with_guard(&guard)
         .with_alerts(&alerter);
     let sent = dispatcher.dispatch_due(now, args.limit).await?;
+    let written_back = if sent.sent.is_empty() {
+        0
+    } else {
+        write_back_after_send(&app).await
+    };
     if json {
         print_json(&json!({
             "planned": plan.planned, "deferred": plan.deferred, "skipped": plan.skipped, "stopped": plan.stopped,
             "outcomes": plan.by_code,
-            "sent": sent.sent.len(), "retried": sent.retried, "failed": sent.failed, "unknown": sent.unknown,
+            "sent": sent.sent.len(),
+            "written_back_to_airtable": written_back, "retried": sent.retried, "failed": sent.failed, "unknown": sent.unknown,
             "cancelled": sent.cancelled, "held": sent.held, "lost": sent.lost,
             "recovered": {"requeued": sent.recovered.requeued, "unknown": sent.recovered.unknown},
         }));
@@ -725,6 +731,7 @@ async fn daemon(app: App, config: Option<&Path>, limit: Option<usize>) -> Result
             Ok(_) => {}
             Err(e) => warn!(error = %e, "Dispatcher pass failed; will try again."),
         }
+        write_back_after_send(&app).await;
         let sleep = match app.store.next_due_at().await {
             Ok(Some(next)) => (next - SystemClock.now())
                 .to_std()
@@ -1222,6 +1229,45 @@ async fn event(app: &App, args: EventArgs, json: bool) -> Result<ExitCode> {
 
 // --- airtable --------------------------------------------------------------------------
 
+/// Writes `Engagement_Status` and `Date Messaged` back to Airtable for every lead from Airtable
+/// sent to since the last push (PATCH, at most 10 records a request); returns how many.
+pub async fn push_to_airtable(
+    store: &dyn Store,
+    client: &engager_sources::airtable::AirtableClient,
+) -> Result<usize> {
+    let mut total = 0;
+    loop {
+        let pending = store.pending_writebacks("airtable:", 100).await?;
+        if pending.is_empty() {
+            break;
+        }
+        let updates: Vec<_> = pending
+            .iter()
+            .map(|p| client.sent_writeback(p.source_ref.clone(), p.sent_at.date_naive()))
+            .collect();
+        total += client.write_back(&updates).await?;
+        let ids: Vec<_> = pending.iter().map(|p| p.delivery_id).collect();
+        store.mark_written_back(&ids, SystemClock.now()).await?;
+    }
+    Ok(total)
+}
+
+/// After a dispatcher pass: the Airtable write-back, when `[airtable]` is configured. A failure
+/// is logged and retried on the next pass (the ledger remembers what was written back).
+async fn write_back_after_send(app: &App) -> usize {
+    let Some(config) = app.settings.airtable.clone() else {
+        return 0;
+    };
+    let result = match engager_sources::airtable::AirtableClient::new(config) {
+        Ok(client) => push_to_airtable(app.store.as_ref(), &client).await,
+        Err(e) => Err(e.into()),
+    };
+    result.unwrap_or_else(|e| {
+        warn!(error = %format!("{e:#}"), "Airtable write-back failed; will try again after the next pass.");
+        0
+    })
+}
+
 /// `engager airtable …`
 #[derive(Debug, Subcommand)]
 pub enum AirtableCommand {
@@ -1283,20 +1329,7 @@ async fn airtable(app: &App, command: AirtableCommand, json: bool) -> Result<Exi
             }
         }
         AirtableCommand::Push => {
-            let mut total = 0;
-            loop {
-                let pending = app.store.pending_writebacks("airtable:", 100).await?;
-                if pending.is_empty() {
-                    break;
-                }
-                let updates: Vec<_> = pending
-                    .iter()
-                    .map(|p| client.sent_writeback(p.source_ref.clone(), p.sent_at.date_naive()))
-                    .collect();
-                total += client.write_back(&updates).await?;
-                let ids: Vec<_> = pending.iter().map(|p| p.delivery_id).collect();
-                app.store.mark_written_back(&ids, SystemClock.now()).await?;
-            }
+            let total = push_to_airtable(app.store.as_ref(), &client).await?;
             if json {
                 print_json(&json!({"written_back": total}));
             } else {
