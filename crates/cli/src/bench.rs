@@ -235,10 +235,10 @@ async fn planner(leads: usize, no_best_time: bool, json: bool) -> Result<ExitCod
             break;
         }
         after = due.last().map(DueEnrollment::cursor);
-        let _touches = store
-            .touches(
+        let _history = store
+            .contact_history(
                 &due.iter().map(|d| d.lead.id).collect::<Vec<_>>(),
-                now - Duration::days(7),
+                now - config.timing.history,
             )
             .await?;
         let evals: Vec<_> = due.iter().map(|d| defer(d, now)).collect();

@@ -236,8 +236,9 @@ async fn measure(
     })
 }
 
-/// The baseline: the same SMTP conversation (MAIL, RCPT, DATA, message) over plain tokio
-/// sockets with messages rendered beforehand — the floor set by the kernel and the runtime.
+/// The baseline: the same SMTP conversation (MAIL, RCPT, DATA — pipelined when the server
+/// offers it, as the channel does — then the message) over plain tokio sockets with messages
+/// rendered beforehand: the floor set by the kernel, the runtime and the server.
 async fn raw_baseline(
     host: &str,
     port: u16,
@@ -246,21 +247,28 @@ async fn raw_baseline(
 ) -> Result<(f64, Cpu)> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+    /// Reads one reply; returns its code, and whether one of its lines is `keyword`.
     async fn reply<R: tokio::io::AsyncBufRead + Unpin>(
         reader: &mut R,
         line: &mut String,
-    ) -> Result<u16> {
+        keyword: &str,
+    ) -> Result<(u16, bool)> {
+        let mut found = false;
         loop {
             line.clear();
             if reader.read_line(line).await? == 0 {
                 bail!("the server closed the connection");
             }
+            found |= line
+                .get(4..)
+                .is_some_and(|rest| rest.trim().eq_ignore_ascii_case(keyword));
             // Multi-line replies continue with "NNN-".
             if line.as_bytes().get(3) != Some(&b'-') {
-                return line
+                let code = line
                     .get(..3)
                     .and_then(|c| c.parse().ok())
-                    .ok_or_else(|| anyhow!("bad reply {line:?}"));
+                    .ok_or_else(|| anyhow!("bad reply {line:?}"))?;
+                return Ok((code, found));
             }
         }
     }
@@ -272,17 +280,17 @@ async fn raw_baseline(
         let (read, mut write) = stream.into_split();
         let mut reader = BufReader::new(read);
         let mut line = String::new();
-        reply(&mut reader, &mut line).await?;
+        reply(&mut reader, &mut line, "").await?;
         write.write_all(b"EHLO bench.engager.test\r\n").await?;
-        reply(&mut reader, &mut line).await?;
-        connections.push((reader, write));
+        let (_, pipelining) = reply(&mut reader, &mut line, "PIPELINING").await?;
+        connections.push((reader, write, pipelining));
     }
     let next = Arc::new(AtomicUsize::new(0));
     let start = Cpu::now()?;
     let started = Instant::now();
     let workers: Vec<_> = connections
         .into_iter()
-        .map(|(mut reader, mut write)| {
+        .map(|(mut reader, mut write, pipelining)| {
             let bodies = Arc::clone(&bodies);
             let next = Arc::clone(&next);
             tokio::spawn(async move {
@@ -292,19 +300,25 @@ async fn raw_baseline(
                     let Some((from, to, body)) = bodies.get(i) else {
                         return Ok::<_, anyhow::Error>(());
                     };
-                    for (command, expect) in [
+                    let commands = [
                         (format!("MAIL FROM:<{from}>\r\n"), 250),
                         (format!("RCPT TO:<{to}>\r\n"), 250),
                         ("DATA\r\n".to_owned(), 354),
-                    ] {
-                        write.write_all(command.as_bytes()).await?;
-                        let code = reply(&mut reader, &mut line).await?;
-                        if code != expect {
+                    ];
+                    if pipelining {
+                        let batch: String = commands.iter().map(|(c, _)| c.as_str()).collect();
+                        write.write_all(batch.as_bytes()).await?;
+                    }
+                    for (command, expect) in &commands {
+                        if !pipelining {
+                            write.write_all(command.as_bytes()).await?;
+                        }
+                        if reply(&mut reader, &mut line, "").await?.0 != *expect {
                             bail!("{command:?} answered {line:?}");
                         }
                     }
                     write.write_all(body).await?;
-                    if reply(&mut reader, &mut line).await? != 250 {
+                    if reply(&mut reader, &mut line, "").await?.0 != 250 {
                         bail!("message refused: {line:?}");
                     }
                 }

@@ -12,7 +12,8 @@ use engager_ai::{lead_context, SenderFacts};
 use engager_domain::frequency::{BudgetVerdict, ContactBudget};
 use engager_domain::links::lead_token;
 use engager_domain::schedule::{
-    choose_slot, follow_up, weekday_name, BestTime, FollowUp, QuietHours, Reaction, SlotChoice,
+    choose_slot, earliest_step_due, follow_up, weekday_name, BestTime, FollowUp, QuietHours,
+    Reaction, SlotChoice,
 };
 use engager_domain::sms::{has_stop_wording, sms_segments};
 use engager_domain::timing::SendWindow;
@@ -25,9 +26,7 @@ use engager_store::{
     SuppressionKey, SuppressionRecord, TraceRecord,
 };
 
-use crate::timing::{
-    best_time_enabled, lead_place, lead_scores, next_step_due, slot_rules, LeadPlace,
-};
+use crate::timing::{best_time_enabled, lead_place, lead_scores, slot_rules, LeadPlace};
 use crate::{Catalog, EngineConfig};
 
 /// LinkedIn's limit for a connection-request note.
@@ -390,7 +389,7 @@ impl<'a> Planner<'a> {
         // channel's own limit. An ignored email moves email to the end of the preferences.
         let next_due = campaign
             .step(step_index + 1)
-            .map(|next| next_step_due(self.config, lead, next, now));
+            .map(|next| earliest_step_due(next, now, place.zone.zone, place.holidays));
         let demote_email = follow.as_ref().is_some_and(|f| f.prefer_other_channel)
             && step.channels.iter().any(|c| *c != Channel::Email);
         let preferences = step
