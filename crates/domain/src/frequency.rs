@@ -284,6 +284,15 @@ impl ContactBudget {
 
     /// Negative signals, the reply cooldown, fatigue, the gap and the weekly cap, at `now`.
     pub fn check(&self, history: &LeadHistory, now: DateTime<Utc>) -> BudgetVerdict {
+        if history.touches.is_empty() && history.events.is_empty() {
+            // Most evaluations of a large pass: a lead never touched fits at once.
+            return BudgetVerdict::Clear(BudgetState {
+                recent: 0,
+                cap: self.policy.max_per_week,
+                gap: self.policy.min_gap,
+                streak: 0,
+            });
+        }
         if let Some(e) = history.latest_of(
             &[
                 EventKind::HardBounce,

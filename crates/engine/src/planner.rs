@@ -6,6 +6,7 @@
 //! gate passed; rendered text that failed a check is never stored for sending.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
 
 use chrono::{DateTime, Duration, Utc};
 use engager_ai::{lead_context, SenderFacts};
@@ -542,21 +543,24 @@ impl<'a> Planner<'a> {
         ));
 
         // 6. Timing: the send window in the lead's own zone.
-        let mut timing = format!(
+        let mut timing = String::with_capacity(256);
+        let _ = write!(
+            timing,
             "zone {}; window {}",
             place.zone.describe(),
             rules.window.describe()
         );
         if let Some(sms) = &sms_hours {
-            timing.push_str(&format!("; SMS hours {}", sms.hours.describe()));
+            let _ = write!(timing, "; SMS hours {}", sms.hours.describe());
             if let Some(rule) = &sms.rule {
-                timing.push_str(&format!(" ({rule})"));
+                let _ = write!(timing, " ({rule})");
             }
             if !place.zone.spread.is_empty() {
-                timing.push_str(&format!(
+                let _ = write!(
+                    timing,
                     " in all {} zones the lead may be in",
                     place.zone.spread.len()
-                ));
+                );
             }
         }
         describe_choice(
@@ -565,12 +569,13 @@ impl<'a> Planner<'a> {
             scores.as_ref().map(|s| s.table()),
             follow.as_ref(),
         );
-        timing.push_str(&format!(
+        let _ = write!(
+            timing,
             "; slot {} local",
             send_at
                 .with_timezone(&zone.tz())
                 .format("%a %Y-%m-%d %H:%M")
-        ));
+        );
         gates.push(GateResult::pass(Gate::Timing, timing));
         let to_address = match channel {
             Channel::Email => lead.profile.email.as_ref().map(|e| e.to_string()),
@@ -704,33 +709,36 @@ pub fn describe_choice(
 ) {
     use chrono::{Datelike, Timelike};
     if !choice.holidays_skipped.is_empty() {
-        let days: Vec<String> = choice
-            .holidays_skipped
-            .iter()
-            .map(|d| d.format("%Y-%m-%d").to_string())
-            .collect();
-        out.push_str(&format!("; skipped holiday(s) {}", days.join(", ")));
+        out.push_str("; skipped holiday(s) ");
+        for (i, d) in choice.holidays_skipped.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            let _ = write!(out, "{}", d.format("%Y-%m-%d"));
+        }
     }
     if let (Some(pick), Some(scores)) = (choice.pick, scores) {
-        let history = if scores.evidence() > 0.0 {
-            format!(
-                "{:.0}% own history from {:.1} weighted event(s)",
-                scores.lead_weight() * 100.0,
-                scores.evidence()
-            )
-        } else {
-            "prior only".to_owned()
-        };
-        out.push_str(&format!(
-            "; best hour {} {:02}:00 (score {:.2}, first open slot {:.2}; {history})",
+        let _ = write!(
+            out,
+            "; best hour {} {:02}:00 (score {:.2}, first open slot {:.2}; ",
             weekday_name(pick.local.weekday()),
             pick.local.hour(),
             pick.score,
             pick.first_score
-        ));
+        );
+        if scores.evidence() > 0.0 {
+            let _ = write!(
+                out,
+                "{:.0}% own history from {:.1} weighted event(s))",
+                scores.lead_weight() * 100.0,
+                scores.evidence()
+            );
+        } else {
+            out.push_str("prior only)");
+        }
     }
     if let Some(f) = follow {
-        out.push_str(&format!("; {}", f.reason));
+        let _ = write!(out, "; {}", f.reason);
     }
     if choice.fallback {
         out.push_str("; no slot obeys every rule within a year: the plain window was used");
