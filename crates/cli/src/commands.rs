@@ -745,12 +745,13 @@ async fn daemon(app: App, config: Option<&Path>, limit: Option<usize>) -> Result
             _ = hup.recv() => {
                 match settings::load_engine(config) {
                     Ok((new_settings, new_engine)) => {
+                        // Channels, limits and alert sinks are rebuilt together: all or nothing.
                         let rebuilt = new_settings.guard().and_then(|g| {
-                            let set = channel_set(&new_engine, &new_settings.outbox_dir(&app.config_dir));
+                            let set = configured_channels(&new_settings, &new_engine, &app.config_dir)?;
                             let a = new_settings.alerter(&new_engine, set.get(engager_domain::Channel::Email).cloned())?;
-                            Ok((g, a))
+                            Ok((g, a, set))
                         });
-                        let (new_guard, new_alerter) = match rebuilt {
+                        let (new_guard, new_alerter, new_channels) = match rebuilt {
                             Ok(pair) => pair,
                             Err(e) => {
                                 eprintln!("SIGHUP: the new configuration is invalid, keeping the old one: {e:#}");
@@ -759,15 +760,12 @@ async fn daemon(app: App, config: Option<&Path>, limit: Option<usize>) -> Result
                         };
                         guard = new_guard;
                         alerter = new_alerter;
+                        channels = new_channels;
                         match Catalog::load(app.store.as_ref()).await {
                             Ok(c) => catalog = c,
                             Err(e) => warn!(error = %e, "Campaigns could not be reloaded; keeping the loaded ones."),
                         }
                         tick = std::time::Duration::from_secs(u64::from(new_settings.daemon.tick_seconds.max(1)));
-                        match configured_channels(&new_settings, &new_engine, &app.config_dir) {
-                            Ok(set) => channels = set,
-                            Err(e) => eprintln!("SIGHUP: the channels could not be rebuilt, keeping the old ones: {e:#}"),
-                        }
                         engine = new_engine;
                         eprintln!("SIGHUP: configuration reloaded.");
                     }
