@@ -12,8 +12,8 @@ use engager_domain::{Channel, CountryCode, EmailAddress, NewLead, TimeZone};
 use engager_engine::planner::Planner;
 use engager_engine::{Catalog, EngineConfig};
 use engager_store::{
-    DueEnrollment, Evaluation, FollowUp, GateRow, LeadFilter, NewDelivery, PlanDecision,
-    SendOutcome, Store, TraceRecord,
+    DueEnrollment, Evaluation, FollowUp, GateRow, NewDelivery, PlanDecision, SendOutcome, Store,
+    TraceRecord,
 };
 use serde_json::json;
 
@@ -531,7 +531,6 @@ async fn ledger(rows: usize, postgres: Option<String>, json: bool) -> Result<Exi
         }
         println!("{t}");
     }
-    let _ = LeadFilter::default();
     Ok(ExitCode::SUCCESS)
 }
 
@@ -544,8 +543,7 @@ async fn quickstart(json: bool) -> Result<ExitCode> {
         start: "2026-03-02T00:00:00Z".into(),
     };
     let started = Instant::now();
-    let outcome = crate::quickstart::execute(&args, false).await?;
-    drop(outcome);
+    crate::quickstart::execute(&args, false).await?;
     let secs = started.elapsed().as_secs_f64();
     if json {
         print_json(&json!({"quickstart_seconds": secs}));

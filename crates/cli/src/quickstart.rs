@@ -43,8 +43,7 @@ pub struct QuickstartArgs {
     pub start: String,
 }
 
-fn config_text(dir: &Path) -> String {
-    let _ = dir;
+fn config_text() -> String {
     include_str!("../../../config/engager.example.toml")
         .replace(
             "change-me-to-a-long-random-string",
@@ -74,7 +73,7 @@ fn prepare_dir(dir: &Path) -> Result<()> {
     for (name, text) in CAMPAIGNS {
         std::fs::write(dir.join("campaigns").join(name), text)?;
     }
-    std::fs::write(dir.join("engager.toml"), config_text(dir))?;
+    std::fs::write(dir.join("engager.toml"), config_text())?;
     Ok(())
 }
 

@@ -586,10 +586,7 @@ impl<'a> Dispatcher<'a> {
         }
         let transition = guard.record(account, health, sent, now);
         if let Some(t) = transition {
-            let open_until = match guard.health(now).into_iter().find(|h| h.account == account) {
-                Some(h) if h.circuit == "open" => guard.open_until(account),
-                _ => None,
-            };
+            let open_until = guard.open_until(account);
             let state = engager_store::AccountState {
                 account: account.to_owned(),
                 circuit: match t {
