@@ -1,10 +1,18 @@
-//! Personalization. This first version renders each step's templates with minijinja for the
-//! lead; LLM personalization plugs in behind the same output later.
+//! Personalization: each step's templates rendered with minijinja for the lead (the
+//! default, and the fallback), and AI personalization through any OpenAI-compatible model
+//! ([`llm`]), with behaviour [`insights`], [`prompt`] building, a quality and brand
+//! [`gate`], and the regenerate-or-fall-back chain ([`personalize`]).
 //!
 //! Invariants: rendering is strict — a variable that is missing for this lead is an error,
 //! never an empty string in a sent message; templates run sandboxed (no file or environment
 //! access, bounded work through minijinja's fuel, bounded output size); the same lead and
 //! template always render the same text.
+
+pub mod gate;
+pub mod insights;
+pub mod llm;
+pub mod personalize;
+pub mod prompt;
 
 use std::collections::BTreeMap;
 

@@ -50,6 +50,9 @@ pub enum BenchCommand {
     Quickstart,
     /// SMTP messages/s to a real SMTP sink and CPU time per message (no DKIM, Ed25519, RSA).
     Smtp(crate::bench_smtp::SmtpBenchArgs),
+    /// Template personalization messages/s, the quality gate's p50/p99, and the AI cache hit
+    /// rate of a second pass (against the local fake model).
+    Personalize(crate::bench_personalize::PersonalizeBenchArgs),
     /// Dispatcher throughput with the reliability layer (limiter, caps, breakers) on vs. off.
     Dispatch(crate::bench_dispatch::DispatchBenchArgs),
     /// Graph and Twilio channel throughput against the local fakes with a fixed provider
@@ -79,6 +82,7 @@ pub async fn run(command: BenchCommand, json: bool) -> Result<ExitCode> {
         BenchCommand::Quickstart => quickstart(json).await,
         BenchCommand::Smtp(args) => crate::bench_smtp::run(args, json).await,
         BenchCommand::Dispatch(args) => crate::bench_dispatch::run(args, json).await,
+        BenchCommand::Personalize(args) => crate::bench_personalize::run(args, json).await,
         BenchCommand::Channels {
             concurrency,
             latency_ms,

@@ -182,6 +182,9 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
             Command::Run(args) => run(App::open(config).await?, config, args, json).await,
             Command::Status => status(&App::open(config).await?, json).await,
             Command::Explain(args) => explain(&App::open(config).await?, args, json).await,
+            Command::Preview(args) => {
+                crate::preview::run(&App::open(config).await?, args, json).await
+            }
             Command::Schedule(args) => {
                 crate::schedule::run(&App::open(config).await?, args, json).await
             }
@@ -191,8 +194,31 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Command::Event(args) => event(&App::open(config).await?, args, json).await,
             Command::Airtable(c) => airtable(&App::open(config).await?, c, json).await,
+            Command::Report(args) => {
+                crate::report::report(&App::open(config).await?, args, json).await
+            }
+            Command::Anomalies(args) => {
+                crate::report::anomalies(&App::open(config).await?, args, json).await
+            }
+            Command::Recommend(args) => {
+                crate::report::recommend(&App::open(config).await?, args, json).await
+            }
+            Command::Suppression(c) => {
+                crate::suppression::run(&App::open(config).await?, c, json).await
+            }
+            Command::Review(c) => crate::review::run(&App::open(config).await?, c, json).await,
+            Command::Gdpr(c) => crate::gdpr::run(&App::open(config).await?, c, json).await,
+            Command::Deliverability(c) => {
+                crate::deliverability::run(&App::open(config).await?, c, json).await
+            }
+            Command::Convert(args) => {
+                crate::report::convert(&App::open(config).await?, args, json).await
+            }
             Command::Bench(args) => crate::bench::run(args.what, json).await,
             Command::Doctor => crate::doctor::run(config, json).await,
+            Command::Serve(args) => crate::serve::run(&App::open(config).await?, args, json).await,
+            Command::Inbox(c) => crate::inbox::run(&App::open(config).await?, c, json).await,
+            Command::Tasks(c) => crate::tasks::run(&App::open(config).await?, c, json).await,
         }
     }
     .instrument(span)
@@ -545,6 +571,9 @@ pub struct RunArgs {
     /// Keep planning and dispatching on the system clock; SIGHUP reloads the configuration.
     #[arg(long)]
     pub daemon: bool,
+    /// Act as if it were this instant (RFC 3339), for tests and replays (not with --daemon).
+    #[arg(long, hide = true, conflicts_with = "daemon", value_parser = crate::inbox::parse_instant)]
+    pub now: Option<chrono::DateTime<Utc>>,
 }
 
 async fn run(app: App, config: Option<&Path>, args: RunArgs, json: bool) -> Result<ExitCode> {
@@ -552,10 +581,23 @@ async fn run(app: App, config: Option<&Path>, args: RunArgs, json: bool) -> Resu
         return daemon(app, config, args.limit).await;
     }
     let catalog = Catalog::load(app.store.as_ref()).await?;
-    let now = SystemClock.now();
+    let now = args.now.unwrap_or_else(|| SystemClock.now());
+    // Replies and bounces first, so a lead who answered is not planned or sent to; then the
+    // deadlines of LinkedIn tasks.
+    let (inbound, deadlines) = if args.dry_run {
+        (None, engager_engine::tasks::DeadlineReport::default())
+    } else {
+        before_planning(&app, &catalog, now).await?
+    };
+    let ai = app
+        .settings
+        .ai
+        .personalization(&app.config_dir, &app.engine)?;
     let planner = Planner::new(app.store.as_ref(), &catalog, &app.engine)
-        .with_open_circuits(open_circuits(app.store.as_ref(), now).await?);
+        .with_open_circuits(open_circuits(app.store.as_ref(), now).await?)
+        .with_ai(ai.as_ref());
     let plan = planner.plan_due(now, args.limit, args.dry_run).await?;
+    let ai_counts = ai.as_ref().map(|a| a.counts());
     if args.dry_run {
         let due = app
             .store
@@ -570,6 +612,7 @@ async fn run(app: App, config: Option<&Path>, args: RunArgs, json: bool) -> Resu
                 "dry_run": true,
                 "would_plan": plan.plans.iter().map(|p| json!({"lead_id": p.lead_id.0, "campaign": p.campaign, "step": p.step, "channel": p.channel.as_str(), "send_at": p.send_at.to_rfc3339(), "to": p.to, "summary": p.summary})).collect::<Vec<_>>(),
                 "outcomes": plan.by_code,
+                "ai": ai_counts.map(ai_json),
                 "would_send_now": due.iter().map(|d| json!({"delivery_id": d.id.0, "lead_id": d.lead_id.0, "channel": d.channel.as_str(), "to": d.to_address})).collect::<Vec<_>>(),
             }));
         } else {
@@ -594,10 +637,18 @@ async fn run(app: App, config: Option<&Path>, args: RunArgs, json: bool) -> Resu
                 ]);
             }
             println!(
-                "Dry run: nothing was written.\nWould plan {} deliveries:\n{t}",
+                "Dry run: nothing was written{}.\nWould plan {} deliveries:\n{t}",
+                if ai_counts.is_some() {
+                    " to the ledger (AI drafts are cached, so the real run reuses them)"
+                } else {
+                    ""
+                },
                 plan.plans.len()
             );
             println!("Outcomes: {}", outcomes_line(&plan.by_code));
+            if let Some(c) = ai_counts {
+                println!("AI personalization: {}", ai_line(c));
+            }
             println!(
                 "Would send now: {} already planned deliveries are due.",
                 due.len()
@@ -606,15 +657,17 @@ async fn run(app: App, config: Option<&Path>, args: RunArgs, json: bool) -> Resu
         return Ok(ExitCode::SUCCESS);
     }
     let channels = app.channels();
-    let guard = app.settings.guard()?;
+    let guard = app.settings.guard_on(&app.store)?;
     let alerter = app.settings.alerter(
         &app.engine,
         channels.get(engager_domain::Channel::Email).cloned(),
     )?;
+    let halted = crate::deliverability::enforce(&app, Some(&alerter), now).await?;
     let dispatcher = Dispatcher::new(app.store.as_ref(), &catalog, &app.engine, &channels)
         .real_time()
         .with_guard(&guard)
-        .with_alerts(&alerter);
+        .with_alerts(&alerter)
+        .with_halted_channels(halted);
     let sent = dispatcher.dispatch_due(now, args.limit).await?;
     let written_back = if sent.sent.is_empty() {
         0
@@ -625,13 +678,43 @@ async fn run(app: App, config: Option<&Path>, args: RunArgs, json: bool) -> Resu
         print_json(&json!({
             "planned": plan.planned, "deferred": plan.deferred, "skipped": plan.skipped, "stopped": plan.stopped,
             "outcomes": plan.by_code,
+            "ai": ai_counts.map(ai_json),
             "sent": sent.sent.len(),
             "written_back_to_airtable": written_back, "retried": sent.retried, "failed": sent.failed, "unknown": sent.unknown,
             "cancelled": sent.cancelled, "held": sent.held, "lost": sent.lost,
             "recovered": {"requeued": sent.recovered.requeued, "unknown": sent.recovered.unknown},
+            "inbound": inbound.as_ref().map(crate::inbox::report_json),
+            "tasks": {"opened": sent.tasks, "skipped_at_deadline": deadlines.skipped.len(), "fell_back": deadlines.fell_back.len()},
         }));
     } else {
         let mut t = table(&["Stage", "Result"]);
+        if let Some(r) = &inbound {
+            use engager_engine::inbound::FoundKind;
+            t.add_row(vec![
+                "inbound".to_string(),
+                format!(
+                    "{} read: {} repl(ies), {} auto-repl(ies), {} hard / {} soft bounce(s), {} unmatched{}",
+                    r.found.len(),
+                    r.count(FoundKind::Reply),
+                    r.count(FoundKind::AutoReply),
+                    r.count(FoundKind::HardBounce),
+                    r.count(FoundKind::SoftBounce),
+                    r.count(FoundKind::Unmatched),
+                    if r.errors.is_empty() { String::new() } else { format!("; {} mailbox(es) failed", r.errors.len()) }
+                ),
+            ]);
+        }
+        if sent.tasks + deadlines.skipped.len() + deadlines.fell_back.len() > 0 {
+            t.add_row(vec![
+                "tasks".to_string(),
+                format!(
+                    "{} LinkedIn task(s) opened (`engager tasks list`), {} skipped at their deadline, {} fell back to another channel",
+                    sent.tasks,
+                    deadlines.skipped.len(),
+                    deadlines.fell_back.len()
+                ),
+            ]);
+        }
         t.add_row(vec![
             "planner".to_string(),
             format!(
@@ -640,6 +723,9 @@ async fn run(app: App, config: Option<&Path>, args: RunArgs, json: bool) -> Resu
                 outcomes_line(&plan.by_code)
             ),
         ]);
+        if let Some(c) = ai_counts {
+            t.add_row(vec!["personalization".to_string(), ai_line(c)]);
+        }
         t.add_row(vec!["dispatcher".to_string(), format!(
             "{} claimed: {} sent, {} retry, {} failed, {} unknown, {} cancelled, {} held (quiet hours)",
             sent.claimed, sent.sent.len(), sent.retried, sent.failed, sent.unknown, sent.cancelled, sent.held
@@ -661,6 +747,28 @@ async fn run(app: App, config: Option<&Path>, args: RunArgs, json: bool) -> Resu
     Ok(ExitCode::SUCCESS)
 }
 
+/// Before a planner pass: reads the mailboxes (a mailbox that fails is reported, not fatal)
+/// and handles LinkedIn tasks past their deadline.
+async fn before_planning(
+    app: &App,
+    catalog: &Catalog,
+    now: chrono::DateTime<Utc>,
+) -> Result<(
+    Option<engager_engine::inbound::PollReport>,
+    engager_engine::tasks::DeadlineReport,
+)> {
+    let poller = app.settings.inbound_poller(&app.config_dir)?;
+    let inbound = if poller.is_empty() {
+        None
+    } else {
+        Some(poller.poll_once(app.store.as_ref(), now).await?)
+    };
+    let deadlines =
+        engager_engine::tasks::handle_deadlines(app.store.as_ref(), catalog, &app.engine, now)
+            .await?;
+    Ok((inbound, deadlines))
+}
+
 fn outcomes_line(by_code: &std::collections::BTreeMap<String, usize>) -> String {
     if by_code.is_empty() {
         return "nothing due".into();
@@ -670,6 +778,17 @@ fn outcomes_line(by_code: &std::collections::BTreeMap<String, usize>) -> String 
         .map(|(k, v)| format!("{v} {k}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+fn ai_json(c: engager_engine::personalization::AiCounts) -> serde_json::Value {
+    json!({"cache_hits": c.cache_hits, "generated": c.generated, "accepted": c.accepted, "fallbacks": c.fallbacks, "tokens": c.tokens})
+}
+
+fn ai_line(c: engager_engine::personalization::AiCounts) -> String {
+    format!(
+        "{} AI draft(s) used, {} template fallback(s); {} from cache, {} generated, {} tokens",
+        c.accepted, c.fallbacks, c.cache_hits, c.generated, c.tokens
+    )
 }
 
 /// The long-running loop: plan, dispatch, sleep until the next due work (at most a tick);
@@ -683,24 +802,51 @@ async fn daemon(app: App, config: Option<&Path>, limit: Option<usize>) -> Result
     let mut tick =
         std::time::Duration::from_secs(u64::from(app.settings.daemon.tick_seconds.max(1)));
     let mut channels = app.channels();
-    let mut guard = app.settings.guard()?;
+    let mut guard = app.settings.guard_on(&app.store)?;
     let mut alerter = app.settings.alerter(
         &engine,
         channels.get(engager_domain::Channel::Email).cloned(),
     )?;
     let mut catalog = Catalog::load(app.store.as_ref()).await?;
+    // One AI stage for the daemon's life: its token budget spans every pass.
+    let ai = app.settings.ai.personalization(&app.config_dir, &engine)?;
+    let mut poller = app.settings.inbound_poller(&app.config_dir)?;
+    let mut poll_every = std::time::Duration::from_secs(u64::from(
+        app.settings.inbound.poll_interval_seconds.max(1),
+    ));
+    let mut next_poll = std::time::Instant::now();
+    // Trends are judged hourly (a day's sends against the two weeks before).
+    let mut next_anomaly_check = std::time::Instant::now();
+    let mut anomalies_alerted = std::collections::HashMap::new();
+    // The retention policy, daily.
+    let mut next_retention = std::time::Instant::now();
     eprintln!(
         "engager daemon started (worker {}); SIGHUP reloads the configuration, Ctrl-C stops.",
         engine.worker_id
     );
     loop {
         let now = SystemClock.now();
+        // Replies and bounces every poll interval, before planning, so a lead who answered
+        // is not planned or sent to; then LinkedIn tasks past their deadline.
+        if !poller.is_empty() && std::time::Instant::now() >= next_poll {
+            if let Err(e) = poller.poll_once(app.store.as_ref(), now).await {
+                warn!(error = %e, "Reading replies and bounces failed; will try again.");
+            }
+            next_poll = std::time::Instant::now() + poll_every;
+        }
+        if let Err(e) =
+            engager_engine::tasks::handle_deadlines(app.store.as_ref(), &catalog, &engine, now)
+                .await
+        {
+            warn!(error = %e, "Handling task deadlines failed; will try again.");
+        }
         let plan = Planner::new(app.store.as_ref(), &catalog, &engine)
             .with_open_circuits(
                 open_circuits(app.store.as_ref(), now)
                     .await
                     .unwrap_or_default(),
             )
+            .with_ai(ai.as_ref())
             .plan_due(now, limit, false)
             .await;
         match plan {
@@ -714,10 +860,17 @@ async fn daemon(app: App, config: Option<&Path>, limit: Option<usize>) -> Result
             Ok(_) => {}
             Err(e) => warn!(error = %e, "Planner pass failed; will try again."),
         }
+        let halted = crate::deliverability::enforce(&app, Some(&alerter), now)
+            .await
+            .unwrap_or_else(|e| {
+                warn!(error = %e, "The deliverability check failed; sending waits for the next pass.");
+                engine.enabled_channels.iter().map(|c| (*c, "the deliverability check failed".to_owned())).collect()
+            });
         match Dispatcher::new(app.store.as_ref(), &catalog, &engine, &channels)
             .real_time()
             .with_guard(&guard)
             .with_alerts(&alerter)
+            .with_halted_channels(halted)
             .dispatch_due(now, limit)
             .await
         {
@@ -732,6 +885,29 @@ async fn daemon(app: App, config: Option<&Path>, limit: Option<usize>) -> Result
             Err(e) => warn!(error = %e, "Dispatcher pass failed; will try again."),
         }
         write_back_after_send(&app).await;
+        if app.settings.retention.enabled && std::time::Instant::now() >= next_retention {
+            match crate::gdpr::apply_retention(&app, now, false).await {
+                Ok(r) => info!(
+                    rows = r.rows.iter().map(|(_, n)| n).sum::<u64>(),
+                    "Retention policy applied."
+                ),
+                Err(e) => {
+                    warn!(error = %e, "Applying the retention policy failed; will try again.")
+                }
+            }
+            next_retention = std::time::Instant::now() + std::time::Duration::from_secs(24 * 3600);
+        }
+        if std::time::Instant::now() >= next_anomaly_check {
+            let rules = engager_engine::analytics::AnomalyRules::default();
+            match crate::report::find_anomalies(&app, &rules, now).await {
+                Ok(found) => {
+                    crate::report::alert_anomalies(&alerter, &found, &mut anomalies_alerted, now)
+                        .await
+                }
+                Err(e) => warn!(error = %e, "Looking for anomalies failed; will try again."),
+            }
+            next_anomaly_check = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+        }
         let sleep = match app.store.next_due_at().await {
             Ok(Some(next)) => (next - SystemClock.now())
                 .to_std()
@@ -739,6 +915,11 @@ async fn daemon(app: App, config: Option<&Path>, limit: Option<usize>) -> Result
                 .min(tick),
             _ => tick,
         }
+        .min(if poller.is_empty() {
+            tick
+        } else {
+            next_poll.saturating_duration_since(std::time::Instant::now())
+        })
         .max(std::time::Duration::from_millis(200));
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
@@ -746,7 +927,7 @@ async fn daemon(app: App, config: Option<&Path>, limit: Option<usize>) -> Result
                 match settings::load_engine(config) {
                     Ok((new_settings, new_engine)) => {
                         // Channels, limits and alert sinks are rebuilt together: all or nothing.
-                        let rebuilt = new_settings.guard().and_then(|g| {
+                        let rebuilt = new_settings.guard_on(&app.store).and_then(|g| {
                             let set = configured_channels(&new_settings, &new_engine, &app.config_dir)?;
                             let a = new_settings.alerter(&new_engine, set.get(engager_domain::Channel::Email).cloned())?;
                             Ok((g, a, set))
@@ -766,6 +947,15 @@ async fn daemon(app: App, config: Option<&Path>, limit: Option<usize>) -> Result
                             Err(e) => warn!(error = %e, "Campaigns could not be reloaded; keeping the loaded ones."),
                         }
                         tick = std::time::Duration::from_secs(u64::from(new_settings.daemon.tick_seconds.max(1)));
+                        match new_settings.inbound_poller(&app.config_dir) {
+                            Ok(p) => {
+                                poller = p;
+                                poll_every = std::time::Duration::from_secs(u64::from(
+                                    new_settings.inbound.poll_interval_seconds.max(1),
+                                ));
+                            }
+                            Err(e) => eprintln!("SIGHUP: the new [inbound] settings are invalid, keeping the old ones: {e:#}"),
+                        }
                         engine = new_engine;
                         eprintln!("SIGHUP: configuration reloaded.");
                     }
@@ -873,7 +1063,7 @@ async fn open_circuits(
     store: &dyn Store,
     now: chrono::DateTime<Utc>,
 ) -> Result<std::collections::HashMap<engager_domain::Channel, chrono::DateTime<Utc>>> {
-    Ok(store
+    let mut open: std::collections::HashMap<_, _> = store
         .account_states()
         .await?
         .into_iter()
@@ -882,7 +1072,15 @@ async fn open_circuits(
             let channel = s.account.split(':').next()?.parse().ok()?;
             Some((channel, until))
         })
-        .collect())
+        .collect();
+    // A channel halted by the deliverability monitor is planned around like an open circuit
+    // (the step's next channel, or a later pass), looked at again after a while.
+    for halt in store.sending_halts().await? {
+        if halt.halted {
+            open.insert(halt.channel, now + chrono::Duration::minutes(15));
+        }
+    }
+    Ok(open)
 }
 
 /// One sending account's health, as `engager status` shows it.
@@ -984,6 +1182,14 @@ async fn explain(app: &App, args: ExplainArgs, json: bool) -> Result<ExitCode> {
         })
         .await?;
     let events = app.store.events_for_lead(lead.id).await?;
+    let insights = engager_engine::personalization::lead_insights(
+        app.store.as_ref(),
+        &lead,
+        zone,
+        app.engine.timing.history,
+        SystemClock.now(),
+    )
+    .await?;
     let slug = |id: engager_domain::CampaignId| {
         catalog
             .get(id)
@@ -998,6 +1204,7 @@ async fn explain(app: &App, args: ExplainArgs, json: bool) -> Result<ExitCode> {
             "evaluations": traces.iter().map(|t| json!({"campaign": slug(t.campaign_id), "step": t.step_index + 1, "at": t.evaluated_at.to_rfc3339(), "outcome": t.outcome, "code": t.code, "channel": t.channel.map(|c| c.as_str()), "due": t.at.map(|a| a.to_rfc3339()),
                 "gates": t.gates.iter().map(|g| json!({"gate": g.gate, "passed": g.passed, "reason": g.reason})).collect::<Vec<_>>()})).collect::<Vec<_>>(),
             "deliveries": deliveries.iter().map(|d| json!({"id": d.id.0, "campaign": slug(d.campaign_id), "step": d.step_index + 1, "channel": d.channel.as_str(), "state": d.state.as_str(), "send_at": d.send_at.to_rfc3339(), "sent_at": d.sent_at.map(|t| t.to_rfc3339()), "attempts": d.attempts, "last_error": d.last_error})).collect::<Vec<_>>(),
+            "insights": insights,
             "events": events.iter().map(|e| json!({"kind": e.event.kind.as_str(), "at": e.event.occurred_at.to_rfc3339(), "delivery_id": e.event.delivery_id.map(|d| d.0), "source": e.event.source})).collect::<Vec<_>>(),
         }));
         return Ok(ExitCode::SUCCESS);
@@ -1022,6 +1229,7 @@ async fn explain(app: &App, args: ExplainArgs, json: bool) -> Result<ExitCode> {
     .flatten()
     .collect();
     println!("Contact points: {}", reach.join(", "));
+    println!("Insights: {}", insights.lines().join("; "));
     for e in &enrollments {
         println!(
             "Campaign {}: {} at step {}{}{}",

@@ -2,15 +2,25 @@
 
 mod bench;
 mod bench_dispatch;
+mod bench_personalize;
 mod bench_smtp;
 mod commands;
+mod deliverability;
 mod deliveries;
 mod doctor;
+mod gdpr;
+mod inbox;
 mod output;
+mod preview;
 mod quickstart;
+mod report;
+mod review;
 mod schedule;
+mod serve;
 mod settings;
 mod summary;
+mod suppression;
+mod tasks;
 mod telemetry;
 
 use std::path::PathBuf;
@@ -52,6 +62,9 @@ pub enum Command {
     Status,
     /// Why a lead did or did not get each step: every gate, pass or fail, with its reason.
     Explain(commands::ExplainArgs),
+    /// One message as the personalizer writes it, without sending: insights, prompt, output
+    /// and the quality gate's checks.
+    Preview(preview::PreviewArgs),
     /// A lead's next slots and why: zone, window, holidays, best-hour scores, budget.
     Schedule(schedule::ScheduleArgs),
     /// Inspect the delivery ledger and the outbox.
@@ -62,6 +75,32 @@ pub enum Command {
     Deliveries(deliveries::DeliveriesCommand),
     /// Record an engagement event by hand (a reply, an unsubscribe, a meeting).
     Event(commands::EventArgs),
+    /// What worked: sends, opens, clicks, replies, bounces, unsubscribes and conversions by
+    /// step, channel, country, industry or day, with intervals and the lead funnel.
+    Report(report::ReportArgs),
+    /// The deliverability monitor: each channel's bounce, complaint and unsubscribe rates,
+    /// its standing, and lifting a halt.
+    #[command(subcommand)]
+    Deliverability(deliverability::DeliverabilityCommand),
+    /// Data-subject requests: export everything held about a person, erase it, and the
+    /// compliance audit log.
+    #[command(subcommand)]
+    Gdpr(gdpr::GdprCommand),
+    /// Rates that moved significantly for the worse lately (replies dropped, bounces jumped),
+    /// per campaign and channel; exits 2 when there are any.
+    Anomalies(report::AnomaliesArgs),
+    /// Evidence-backed suggestions: the best channel per segment, a segment to stop
+    /// contacting, the step that loses leads.
+    Recommend(report::RecommendArgs),
+    /// The suppression list: email addresses, phone numbers and domains never contacted;
+    /// list, add, import and export it as CSV.
+    #[command(subcommand)]
+    Suppression(suppression::SuppressionCommand),
+    /// AI-written messages of campaigns in review mode: list, show, approve, edit, reject.
+    #[command(subcommand)]
+    Review(review::ReviewCommand),
+    /// Mark a lead as converted (an opportunity or a booked meeting), with an optional value.
+    Convert(report::ConvertArgs),
     /// Sync leads from Airtable and write back their status.
     #[command(subcommand)]
     Airtable(commands::AirtableCommand),
@@ -70,6 +109,15 @@ pub enum Command {
     /// Check every configured channel (credentials, permissions, mailbox/account) and print
     /// a table of what works.
     Doctor,
+    /// Serve Twilio's webhooks (delivery statuses, inbound SMS: STOP/START/HELP/replies) and
+    /// one-click unsubscribe links, until SIGINT/SIGTERM.
+    Serve(serve::ServeArgs),
+    /// Read replies and bounces from the configured mailboxes ([channels.imap], [channels.graph]).
+    #[command(subcommand)]
+    Inbox(inbox::InboxCommand),
+    /// LinkedIn steps to send by hand: list them, mark them done (--replied) or skip them.
+    #[command(subcommand)]
+    Tasks(tasks::TasksCommand),
 }
 
 /// `engager bench`

@@ -433,8 +433,13 @@ fn local(at: DateTime<Utc>, facts: &LeadFacts) -> String {
 fn outcome_text(e: &Evaluation, _lead: &Lead, facts: &LeadFacts, at: DateTime<Utc>) -> String {
     let code = e.trace.code.as_deref().unwrap_or("");
     match &e.decision {
-        PlanDecision::Plan(d) => format!(
-            "would be planned by {} for {} local ({}), evaluated at {}",
+        PlanDecision::Plan(d) | PlanDecision::Review(d) => format!(
+            "would be planned{} by {} for {} local ({}), evaluated at {}",
+            if matches!(e.decision, PlanDecision::Review(_)) {
+                " (held for review)"
+            } else {
+                ""
+            },
             d.channel,
             local(d.send_at, facts),
             when(d.send_at),
@@ -459,6 +464,11 @@ fn row_json(r: &Row, lead: &Lead, facts: &LeadFacts) -> Value {
     let evaluation = r.evaluation.as_ref().map(|e| {
         let (outcome, at, channel) = match &e.decision {
             PlanDecision::Plan(d) => ("planned", Some(d.send_at), Some(d.channel.as_str())),
+            PlanDecision::Review(d) => (
+                "pending_review",
+                Some(d.send_at),
+                Some(d.channel.as_str()),
+            ),
             PlanDecision::Defer { until } => ("deferred", Some(*until), None),
             PlanDecision::Skip { next_due } => ("skipped", *next_due, None),
             PlanDecision::Stop { .. } => ("stopped", None, None),

@@ -52,6 +52,12 @@ pub struct Settings {
     /// Circuit breakers.
     #[serde(default)]
     pub circuit: CircuitSettings,
+    /// The deliverability monitor.
+    #[serde(default)]
+    pub deliverability: DeliverabilitySettings,
+    /// How long message texts and event details are kept.
+    #[serde(default)]
+    pub retention: RetentionSettings,
     /// Where alerts go.
     #[serde(default)]
     pub alerts: AlertSettings,
@@ -61,12 +67,203 @@ pub struct Settings {
     /// The long-running mode.
     #[serde(default)]
     pub daemon: DaemonSettings,
+    /// The HTTP server (`engager serve`).
+    #[serde(default)]
+    pub server: ServerSettings,
+    /// Reading replies and bounces from `[channels.imap]` / `[channels.graph]`.
+    #[serde(default)]
+    pub inbound: InboundSettings,
     /// Holiday calendars.
     #[serde(default)]
     pub holidays: HolidaySettings,
     /// The best-time model.
     #[serde(default)]
     pub best_time: BestTimeSettings,
+    /// AI personalization.
+    #[serde(default)]
+    pub ai: AiSettings,
+}
+
+/// `[ai]`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AiSettings {
+    /// Whether the planner personalizes with the model.
+    pub enabled: bool,
+    /// API root ending in `/v1`.
+    pub base_url: String,
+    /// Model name.
+    pub model: String,
+    /// Bearer key (local servers need none).
+    pub api_key: Option<SecretString>,
+    /// Header carrying the key instead of `Authorization: Bearer` (`api-key` for Azure OpenAI).
+    pub api_key_header: Option<String>,
+    /// Whole-request timeout, seconds.
+    pub timeout_seconds: u64,
+    /// Sampling temperature (0 to 2).
+    pub temperature: f32,
+    /// Most completion tokens per request.
+    pub max_completion_tokens: u32,
+    /// Retries of 429 `rate_limit_exceeded` and 5xx.
+    pub max_retries: u32,
+    /// Longest wait before a retry, seconds.
+    pub max_retry_wait_seconds: u64,
+    /// Tokens one run may use.
+    pub budget_tokens: Option<u64>,
+    /// Model calls at once.
+    pub concurrency: usize,
+    /// Brand voice file.
+    pub voice_file: Option<PathBuf>,
+    /// Company knowledge file.
+    pub knowledge_file: Option<PathBuf>,
+    /// Domains links in AI text may point to.
+    pub allowed_link_domains: Vec<String>,
+    /// Forbidden phrases, on top of the built-in spam triggers.
+    pub forbidden_phrases: Vec<String>,
+    /// Word-trigram overlap with the previous message above which a draft is a near-duplicate.
+    pub max_similarity: f64,
+}
+
+impl Default for AiSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            base_url: "https://api.openai.com/v1".into(),
+            model: "gpt-4o-mini".into(),
+            api_key: None,
+            api_key_header: None,
+            timeout_seconds: 30,
+            temperature: 0.4,
+            max_completion_tokens: 800,
+            max_retries: 3,
+            max_retry_wait_seconds: 20,
+            budget_tokens: None,
+            concurrency: 4,
+            voice_file: None,
+            knowledge_file: None,
+            allowed_link_domains: Vec::new(),
+            forbidden_phrases: Vec::new(),
+            max_similarity: 0.6,
+        }
+    }
+}
+
+impl std::fmt::Debug for AiSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AiSettings")
+            .field("enabled", &self.enabled)
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
+            .field("budget_tokens", &self.budget_tokens)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AiSettings {
+    /// The AI stage when enabled, parsed and with the brand files read; errors name the key.
+    pub fn personalization(
+        &self,
+        config_dir: &Path,
+        engine: &EngineConfig,
+    ) -> Result<Option<engager_engine::personalization::AiPersonalization>> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        self.stage(config_dir, engine).map(Some)
+    }
+
+    /// The AI stage whether or not it is enabled (`engager preview` shows the prompt either way).
+    pub fn stage(
+        &self,
+        config_dir: &Path,
+        engine: &EngineConfig,
+    ) -> Result<engager_engine::personalization::AiPersonalization> {
+        use engager_ai::gate::GateConfig;
+        use engager_ai::llm::{LlmClient, LlmConfig};
+        let bad =
+            |key: &str, why: String| anyhow!("invalid configuration at key `ai.{key}`: {why}");
+        let base_url: engager_ai::llm::Url = self.base_url.parse().map_err(|e| {
+            bad(
+                "base_url",
+                format!("{e} (expected e.g. https://api.openai.com/v1)"),
+            )
+        })?;
+        if !matches!(base_url.scheme(), "http" | "https") {
+            return Err(bad(
+                "base_url",
+                "expected an http:// or https:// URL".into(),
+            ));
+        }
+        if self.model.trim().is_empty() {
+            return Err(bad("model", "a model name is required".into()));
+        }
+        if self.timeout_seconds == 0 {
+            return Err(bad("timeout_seconds", "must be at least 1".into()));
+        }
+        if !(0.0..=2.0).contains(&self.temperature) {
+            return Err(bad("temperature", "must be between 0 and 2".into()));
+        }
+        if !(0.0..=1.0).contains(&self.max_similarity) {
+            return Err(bad("max_similarity", "must be between 0 and 1".into()));
+        }
+        if self.max_completion_tokens == 0 {
+            return Err(bad("max_completion_tokens", "must be at least 1".into()));
+        }
+        let read = |key: &str, path: &Option<PathBuf>| -> Result<String> {
+            let Some(path) = path else {
+                return Ok(String::new());
+            };
+            let path = if path.is_absolute() {
+                path.clone()
+            } else {
+                config_dir.join(path)
+            };
+            std::fs::read_to_string(&path)
+                .map_err(|e| bad(key, format!("cannot read {}: {e}", path.display())))
+        };
+        let brand = engager_ai::prompt::Brand {
+            voice: read("voice_file", &self.voice_file)?,
+            knowledge: read("knowledge_file", &self.knowledge_file)?,
+        };
+        let mut llm = LlmConfig::new(base_url, self.model.trim());
+        llm.api_key = self.api_key.clone();
+        if let Some(header) = &self.api_key_header {
+            let valid = !header.is_empty()
+                && header
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !valid {
+                return Err(bad(
+                    "api_key_header",
+                    format!("{header:?} is not an HTTP header name (e.g. api-key)"),
+                ));
+            }
+            llm.api_key_header = Some(header.clone());
+        }
+        llm.timeout = std::time::Duration::from_secs(self.timeout_seconds);
+        llm.temperature = self.temperature;
+        llm.max_completion_tokens = self.max_completion_tokens;
+        llm.max_retries = self.max_retries;
+        llm.max_retry_wait = std::time::Duration::from_secs(self.max_retry_wait_seconds);
+        llm.budget_tokens = self.budget_tokens;
+        let client = LlmClient::new(llm).map_err(|e| bad("base_url", e.to_string()))?;
+        let gate = GateConfig {
+            allowed_link_domains: self
+                .allowed_link_domains
+                .iter()
+                .map(|d| d.trim().to_lowercase())
+                .collect(),
+            forbidden_phrases: self.forbidden_phrases.clone(),
+            max_similarity: self.max_similarity,
+            max_sms_segments: engine.max_sms_segments,
+            sender_company: engine.sender_company.clone(),
+        };
+        Ok(engager_engine::personalization::AiPersonalization::new(
+            engager_ai::personalize::AiPersonalizer::new(client, brand, gate),
+            self.concurrency,
+        ))
+    }
 }
 
 /// `[store]`
@@ -369,6 +566,10 @@ impl Default for ChannelSettings {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitSettings {
+    /// Whether the rate limits, daily caps and provider pauses are kept in the database and
+    /// shared by every process on it (several `engager run` on one PostgreSQL database or
+    /// SQLite file), instead of in this process (the default).
+    pub shared: bool,
     /// Email account limits.
     pub email: ChannelLimits,
     /// SMS account limits.
@@ -380,6 +581,7 @@ pub struct LimitSettings {
 impl Default for LimitSettings {
     fn default() -> Self {
         Self {
+            shared: false,
             email: ChannelLimits {
                 per_minute: Some(30),
                 daily_cap: Some(10_000),
@@ -483,6 +685,31 @@ impl Default for TelemetrySettings {
     }
 }
 
+/// `[server]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address `engager serve` listens on (`--listen` overrides it).
+    pub listen: String,
+    /// The answer to HELP texts; default: company, sender, contact address and STOP wording.
+    pub sms_help_reply: Option<String>,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// Seconds a request may take before it is answered 408.
+    pub request_timeout_secs: u32,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            sms_help_reply: None,
+            max_body_bytes: 64 * 1024,
+            request_timeout_secs: 10,
+        }
+    }
+}
+
 /// `[daemon]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -494,6 +721,76 @@ pub struct DaemonSettings {
 impl Default for DaemonSettings {
     fn default() -> Self {
         Self { tick_seconds: 60 }
+    }
+}
+
+/// `[inbound]`: polling the mailboxes for replies and bounces.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InboundSettings {
+    /// Whether `engager run` and the daemon read the mailboxes (when `[channels.imap]` or
+    /// `[channels.graph]` is set).
+    pub enabled: bool,
+    /// Seconds between polls in the daemon (`engager run` polls once per run).
+    pub poll_interval_seconds: u32,
+    /// A reply stops the sequences of every lead at the replier's company domain too.
+    pub stop_company_on_reply: bool,
+    /// How many days back the first poll of a Graph mailbox reads.
+    pub graph_first_lookback_days: u32,
+}
+
+impl Default for InboundSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            poll_interval_seconds: 300,
+            stop_company_on_reply: false,
+            graph_first_lookback_days: 7,
+        }
+    }
+}
+
+impl Settings {
+    /// The mailboxes to read replies and bounces from (none when `[inbound] enabled = false`),
+    /// checked now so a bad setting fails at start, naming its key.
+    pub fn inbound_poller(
+        &self,
+        config_dir: &Path,
+    ) -> Result<engager_engine::inbound::InboundPoller> {
+        use engager_engine::inbound::{InboundOptions, InboundPoller, MailSource};
+        let mut sources = Vec::new();
+        if self.inbound.enabled {
+            if let Some(imap) = self.imap_config(config_dir) {
+                let mailbox = engager_channels::ImapMailbox::new(&imap)
+                    .map_err(|e| anyhow!("configuring IMAP: {e}"))?;
+                sources.push(MailSource::imap(
+                    mailbox,
+                    &imap.username,
+                    &imap.host,
+                    &imap.folder,
+                ));
+            }
+            if let Some(graph) = &self.channels.graph {
+                let mailbox = engager_channels::GraphMailbox::new(graph.clone())
+                    .map_err(|e| anyhow!("configuring Microsoft Graph: {e}"))?;
+                sources.push(MailSource::graph(std::sync::Arc::new(mailbox)));
+            }
+        }
+        if self.inbound.poll_interval_seconds == 0 {
+            return Err(anyhow!(
+                "invalid configuration at key `inbound.poll_interval_seconds`: must be at least 1"
+            ));
+        }
+        Ok(InboundPoller::new(
+            sources,
+            InboundOptions {
+                stop_company_on_reply: self.inbound.stop_company_on_reply,
+                graph_first_lookback: chrono::Duration::days(i64::from(
+                    self.inbound.graph_first_lookback_days,
+                )),
+                ..InboundOptions::default()
+            },
+        ))
     }
 }
 
@@ -860,6 +1157,21 @@ impl Settings {
         Ok(SendGuard::new(limits, policy))
     }
 
+    /// The guard for sending through `store`: with `[limits] shared = true` its limiter is
+    /// the database-backed one, shared by every process on that database.
+    pub fn guard_on(
+        &self,
+        store: &std::sync::Arc<dyn engager_store::Store>,
+    ) -> Result<engager_engine::guard::SendGuard> {
+        let guard = self.guard()?;
+        if !self.limits.shared {
+            return Ok(guard);
+        }
+        let limiter =
+            engager_engine::guard::StoreLimiter::new(store.clone(), guard.limits().clone());
+        Ok(guard.with_limiter(Box::new(limiter)))
+    }
+
     /// The alert sinks; email alerts go through `email_channel`.
     pub fn alerter(
         &self,
@@ -948,6 +1260,39 @@ mod tests {
         assert!(err.contains("does not exist"), "{err}");
     }
 
+    #[tokio::test]
+    async fn a_shared_limiter_is_configured_under_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let example = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/engager.example.toml"),
+        )
+        .unwrap();
+        assert!(example.contains("shared = false"));
+        let typo = dir.path().join("typo.toml");
+        std::fs::write(&typo, example.replace("shared = false", "sharde = true")).unwrap();
+        let err = load(Some(&typo)).unwrap_err().to_string();
+        assert!(err.contains("sharde") && err.contains("limits"), "{err}");
+        let shared = dir.path().join("shared.toml");
+        std::fs::write(&shared, example.replace("shared = false", "shared = true")).unwrap();
+        let settings = load(Some(&shared)).unwrap();
+        assert!(settings.limits.shared);
+        let url = format!("sqlite:{}", dir.path().join("e.db").display());
+        let store = engager_store::open(&url).await.unwrap();
+        let guard = settings.guard_on(&store).unwrap();
+        // The first SMS of the day goes; the second waits for the shared 1/s rate.
+        let now = chrono::Utc::now();
+        assert_eq!(
+            guard.admit("sms:twilio", Channel::Sms, now).await,
+            engager_engine::guard::Verdict::Go
+        );
+        let engager_engine::guard::Verdict::Wait { reason, .. } =
+            guard.admit("sms:twilio", Channel::Sms, now).await
+        else {
+            panic!("the second send in the same second must wait");
+        };
+        assert!(reason.contains("(shared)"), "{reason}");
+    }
+
     #[test]
     fn secrets_never_appear_in_debug_output() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/engager.example.toml");
@@ -1034,6 +1379,73 @@ mod tests {
     }
 
     #[test]
+    fn the_ai_section_is_off_by_default_and_its_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let example = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/engager.example.toml"),
+        )
+        .unwrap();
+        let write = |name: &str, text: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let settings = load(Some(&write("plain.toml", example.clone()))).unwrap();
+        let engine = settings.engine_config().unwrap();
+        assert!(!settings.ai.enabled);
+        assert!(settings
+            .ai
+            .personalization(dir.path(), &engine)
+            .unwrap()
+            .is_none());
+
+        let typo = example.replace("max_similarity = 0.6", "max_similarty = 0.6");
+        let err = load(Some(&write("typo.toml", typo)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_similarty") && err.contains("ai"), "{err}");
+
+        let enabled = example.replace(
+            "enabled = false\nbase_url = \"https://api.openai.com/v1\"",
+            "enabled = true\nbase_url = \"ftp://models.example/v1\"\napi_key = \"sk-secret-value\"",
+        );
+        let settings = load(Some(&write("bad_url.toml", enabled.clone()))).unwrap();
+        assert!(!format!("{settings:?}").contains("sk-secret-value"));
+        let err = settings
+            .ai
+            .personalization(dir.path(), &engine)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ai.base_url"), "{err}");
+
+        let missing_voice = enabled
+            .replace("ftp://models.example/v1", "http://127.0.0.1:9/v1")
+            .replace(
+                "# voice_file = \"examples/brand/voice.md\"",
+                "voice_file = \"no/such/voice.md\"",
+            );
+        let settings = load(Some(&write("voice.toml", missing_voice.clone()))).unwrap();
+        let err = settings
+            .ai
+            .personalization(dir.path(), &engine)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ai.voice_file") && err.contains("no/such/voice.md"),
+            "{err}"
+        );
+
+        let fine = missing_voice.replace("voice_file = \"no/such/voice.md\"", "# no voice file");
+        let settings = load(Some(&write("fine.toml", fine))).unwrap();
+        let stage = settings
+            .ai
+            .personalization(dir.path(), &engine)
+            .unwrap()
+            .unwrap();
+        assert_eq!(stage.personalizer().client().model(), "gpt-4o-mini");
+    }
+
+    #[test]
     fn the_documented_smtp_and_imap_sections_parse_and_build() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("engager.toml");
@@ -1086,5 +1498,138 @@ mod tests {
             err.contains("channels.graph") && err.contains("channels.smtp"),
             "{err}"
         );
+    }
+}
+
+/// `[deliverability]`: the monitor's window, minimum sample and warn/halt levels (percent).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliverabilitySettings {
+    /// Whether the monitor halts and alerts (`engager deliverability` shows figures either way).
+    pub enabled: bool,
+    /// The rolling window, days.
+    pub window_days: u32,
+    /// Sends in the window before any rate is judged.
+    pub min_sample: u64,
+    /// Hard-bounce warn level, percent.
+    pub bounce_warn_percent: f64,
+    /// Hard-bounce halt level, percent.
+    pub bounce_halt_percent: f64,
+    /// Complaint warn level, percent.
+    pub complaint_warn_percent: f64,
+    /// Complaint halt level, percent.
+    pub complaint_halt_percent: f64,
+    /// Unsubscribe warn level, percent.
+    pub unsubscribe_warn_percent: f64,
+    /// Unsubscribe halt level, percent.
+    pub unsubscribe_halt_percent: f64,
+}
+
+impl Default for DeliverabilitySettings {
+    fn default() -> Self {
+        let t = engager_domain::deliverability::Thresholds::default();
+        Self {
+            enabled: true,
+            window_days: 7,
+            min_sample: t.min_sample,
+            bounce_warn_percent: t.hard_bounces.warn * 100.0,
+            bounce_halt_percent: t.hard_bounces.halt * 100.0,
+            complaint_warn_percent: t.complaints.warn * 100.0,
+            complaint_halt_percent: t.complaints.halt * 100.0,
+            unsubscribe_warn_percent: t.unsubscribes.warn * 100.0,
+            unsubscribe_halt_percent: t.unsubscribes.halt * 100.0,
+        }
+    }
+}
+
+impl DeliverabilitySettings {
+    /// The monitor's settings, checked; errors name the key.
+    pub fn monitor(&self) -> Result<engager_engine::monitor::MonitorSettings> {
+        use engager_domain::deliverability::{Levels, Thresholds};
+        if self.window_days == 0 {
+            return Err(anyhow!(
+                "invalid configuration at key `deliverability.window_days`: must be at least 1"
+            ));
+        }
+        let levels = |name: &str, warn: f64, halt: f64| -> Result<Levels> {
+            for (key, v) in [("warn", warn), ("halt", halt)] {
+                if !(0.0..=100.0).contains(&v) {
+                    return Err(anyhow!("invalid configuration at key `deliverability.{name}_{key}_percent`: expected a percentage between 0 and 100"));
+                }
+            }
+            if warn > halt {
+                return Err(anyhow!("invalid configuration at key `deliverability.{name}_warn_percent`: the warn level ({warn}%) is above the halt level ({halt}%)"));
+            }
+            Ok(Levels {
+                warn: warn / 100.0,
+                halt: halt / 100.0,
+            })
+        };
+        Ok(engager_engine::monitor::MonitorSettings {
+            enabled: self.enabled,
+            window: Duration::days(i64::from(self.window_days)),
+            thresholds: Thresholds {
+                min_sample: self.min_sample.max(1),
+                hard_bounces: levels("bounce", self.bounce_warn_percent, self.bounce_halt_percent)?,
+                complaints: levels(
+                    "complaint",
+                    self.complaint_warn_percent,
+                    self.complaint_halt_percent,
+                )?,
+                unsubscribes: levels(
+                    "unsubscribe",
+                    self.unsubscribe_warn_percent,
+                    self.unsubscribe_halt_percent,
+                )?,
+                ..Thresholds::default()
+            },
+        })
+    }
+}
+
+/// `[retention]`: how long message texts and event details are kept (GDPR storage
+/// limitation); the daemon applies it daily, `engager gdpr retention` on demand.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    /// Whether the daemon applies the policy.
+    pub enabled: bool,
+    /// Days a finished message's subject and body are kept.
+    pub message_days: u32,
+    /// Days event details, decision-trace gates, SMS received, AI drafts and closed tasks'
+    /// texts are kept.
+    pub detail_days: u32,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            message_days: 180,
+            detail_days: 365,
+        }
+    }
+}
+
+impl RetentionSettings {
+    /// The cutoffs at `now`; errors name the key.
+    pub fn cutoffs(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<engager_store::gdpr::RetentionCutoffs> {
+        for (key, days) in [
+            ("message_days", self.message_days),
+            ("detail_days", self.detail_days),
+        ] {
+            if days == 0 {
+                return Err(anyhow!(
+                    "invalid configuration at key `retention.{key}`: must be at least 1 (set `enabled = false` to keep everything)"
+                ));
+            }
+        }
+        Ok(engager_store::gdpr::RetentionCutoffs {
+            bodies_before: now - Duration::days(i64::from(self.message_days)),
+            details_before: now - Duration::days(i64::from(self.detail_days)),
+        })
     }
 }

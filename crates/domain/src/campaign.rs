@@ -108,6 +108,49 @@ pub struct Step {
     pub window: Option<SendWindow>,
     /// The templates.
     pub template: StepTemplate,
+    /// Whether a permanent failure of the chosen channel falls back to the step's next
+    /// channel (`None`: yes when the step lists several channels).
+    pub fallback_on_failure: Option<bool>,
+    /// How long a person has to do this step's task (LinkedIn steps are tasks), counted
+    /// from when the task is handed over.
+    pub task_deadline: Duration,
+    /// What happens to a task not done by its deadline.
+    pub on_deadline: OnDeadline,
+    /// The angle AI personalization takes for this step ("a customer story", "a question
+    /// about their hiring"), given to the model with the brand voice; `None` leaves it free.
+    pub angle: Option<String>,
+}
+
+/// The default time a person has to do a task, in days.
+pub const DEFAULT_TASK_DEADLINE_DAYS: i64 = 3;
+
+/// What happens to a task (a LinkedIn step) not done by its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnDeadline {
+    /// The step is skipped; the sequence goes on with the next step.
+    #[default]
+    Skip,
+    /// The step is sent on the next channel of the step's list the lead can be reached on.
+    Fallback,
+}
+
+impl OnDeadline {
+    /// The name used in campaign files and storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnDeadline::Skip => "skip",
+            OnDeadline::Fallback => "fallback",
+        }
+    }
+
+    /// Parses `skip` or `fallback`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "skip" => Some(OnDeadline::Skip),
+            "fallback" => Some(OnDeadline::Fallback),
+            _ => None,
+        }
+    }
 }
 
 /// The least and most days a follow-up may wait, in the step's kind of day.
@@ -134,6 +177,12 @@ impl Step {
         }
     }
 
+    /// Whether a permanent failure of a channel makes the step try its next channel: the
+    /// step lists several channels and does not say `fallback_on_failure = false`.
+    pub fn falls_back_on_failure(&self) -> bool {
+        self.channels.len() > 1 && self.fallback_on_failure.unwrap_or(true)
+    }
+
     /// The step's window, or the campaign's when the step has none.
     pub fn window_or(&self, campaign: SendWindow) -> SendWindow {
         self.window.unwrap_or(campaign)
@@ -157,6 +206,9 @@ pub struct Campaign {
     pub budget: BudgetOverrides,
     /// Whether to pick the learned best hour (`None`: the global setting).
     pub best_time: Option<bool>,
+    /// Review mode: AI-written messages wait in `pending_review` until a person approves,
+    /// edits or rejects them (`engager review`).
+    pub review: bool,
 }
 
 impl Campaign {
@@ -226,6 +278,7 @@ impl Campaign {
             window,
             budget: BudgetOverrides::default(),
             best_time: None,
+            review: false,
         })
     }
 

@@ -1,6 +1,7 @@
 //! The delivery ledger's state machine.
 //!
-//! Invariants: one ledger row per (enrollment, step); rows are never deleted; a row reaches
+//! Invariants: at most one live ledger row per (enrollment, step) — a step keeps one row per
+//! channel it tried, every earlier one `failed` (a fallback); rows are never deleted; a row reaches
 //! `Sending` before the provider is called, so a crash during the call leaves `Sending`,
 //! which on lease expiry becomes `Unknown` — never silently resent. Only `Claimed` (the
 //! provider was not called yet) goes back to `Planned` when its lease expires.
@@ -29,6 +30,9 @@ pub enum DeliveryState {
     Unknown,
     /// Not sent, on purpose: suppressed, replied, unsubscribed or halted before send.
     Cancelled,
+    /// AI-written text waiting for a person's approval (a campaign in review mode); never
+    /// claimed until approved.
+    PendingReview,
 }
 
 /// What happens to a delivery.
@@ -56,6 +60,8 @@ pub enum Transition {
     ResolveSent,
     /// A person asked to send an unknown delivery again.
     ResolveRetry,
+    /// A person approved (possibly edited) a message held for review.
+    Approve,
 }
 
 /// A transition not allowed from the current state.
@@ -80,8 +86,9 @@ impl Transition {
             }
             Transition::ClaimExpired => &[Claimed],
             Transition::SendingExpired => &[Sending],
-            Transition::Cancel => &[Planned, RetryWait, Claimed, Unknown],
+            Transition::Cancel => &[Planned, RetryWait, Claimed, Unknown, PendingReview],
             Transition::ResolveSent | Transition::ResolveRetry => &[Unknown],
+            Transition::Approve => &[PendingReview],
         }
     }
 
@@ -95,7 +102,7 @@ impl Transition {
             Transition::Retry => RetryWait,
             Transition::Fail => Failed,
             Transition::Ambiguous | Transition::SendingExpired => Unknown,
-            Transition::ClaimExpired | Transition::ResolveRetry => Planned,
+            Transition::ClaimExpired | Transition::ResolveRetry | Transition::Approve => Planned,
             Transition::Cancel => Cancelled,
         }
     }
@@ -103,7 +110,7 @@ impl Transition {
 
 impl DeliveryState {
     /// All states, in lifecycle order.
-    pub const ALL: [DeliveryState; 8] = [
+    pub const ALL: [DeliveryState; 9] = [
         DeliveryState::Planned,
         DeliveryState::Claimed,
         DeliveryState::Sending,
@@ -112,6 +119,7 @@ impl DeliveryState {
         DeliveryState::Failed,
         DeliveryState::Unknown,
         DeliveryState::Cancelled,
+        DeliveryState::PendingReview,
     ];
 
     /// Applies a transition, refusing the ones the state machine does not allow.
@@ -145,6 +153,7 @@ impl DeliveryState {
             DeliveryState::Failed => "failed",
             DeliveryState::Unknown => "unknown",
             DeliveryState::Cancelled => "cancelled",
+            DeliveryState::PendingReview => "pending_review",
         }
     }
 }
@@ -177,7 +186,7 @@ mod tests {
     use proptest::prelude::*;
     use DeliveryState::*;
 
-    const TRANSITIONS: [Transition; 11] = [
+    const TRANSITIONS: [Transition; 12] = [
         Transition::Claim,
         Transition::BeginSend,
         Transition::Accept,
@@ -189,6 +198,7 @@ mod tests {
         Transition::Cancel,
         Transition::ResolveSent,
         Transition::ResolveRetry,
+        Transition::Approve,
     ];
 
     #[test]
@@ -208,6 +218,15 @@ mod tests {
         assert!(Sending.apply(Transition::ClaimExpired).is_err());
         assert!(Sending.apply(Transition::Cancel).is_err());
         assert!(Sending.apply(Transition::Claim).is_err());
+    }
+
+    #[test]
+    fn a_message_held_for_review_is_only_sent_after_approval() {
+        assert!(PendingReview.apply(Transition::Claim).is_err());
+        assert!(PendingReview.apply(Transition::BeginSend).is_err());
+        assert_eq!(PendingReview.apply(Transition::Approve).unwrap(), Planned);
+        assert_eq!(PendingReview.apply(Transition::Cancel).unwrap(), Cancelled);
+        assert!(Planned.apply(Transition::Approve).is_err());
     }
 
     #[test]

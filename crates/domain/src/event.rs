@@ -32,11 +32,13 @@ pub enum EventKind {
     NegativeReply,
     /// A person marked the lead as not interested.
     NotInterested,
+    /// An automatic answer (out of office, auto-responder): recorded, the sequence goes on.
+    AutoReplied,
 }
 
 impl EventKind {
     /// All kinds, in funnel order.
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::Sent,
         EventKind::Delivered,
         EventKind::Opened,
@@ -49,6 +51,7 @@ impl EventKind {
         EventKind::Converted,
         EventKind::NegativeReply,
         EventKind::NotInterested,
+        EventKind::AutoReplied,
     ];
 
     /// The lower-case name used in storage and output.
@@ -66,6 +69,7 @@ impl EventKind {
             EventKind::Converted => "converted",
             EventKind::NegativeReply => "negative_reply",
             EventKind::NotInterested => "not_interested",
+            EventKind::AutoReplied => "auto_replied",
         }
     }
 

@@ -20,6 +20,8 @@ pub enum LeadStatus {
     Unsubscribed,
     /// Their address bounced permanently.
     Bounced,
+    /// Their personal data was erased on request (GDPR Art. 17); never contacted again.
+    Erased,
 }
 
 impl LeadStatus {
@@ -29,6 +31,7 @@ impl LeadStatus {
             LeadStatus::Active => "active",
             LeadStatus::Unsubscribed => "unsubscribed",
             LeadStatus::Bounced => "bounced",
+            LeadStatus::Erased => "erased",
         }
     }
 }
@@ -52,6 +55,7 @@ impl FromStr for LeadStatus {
             "active" => Ok(LeadStatus::Active),
             "unsubscribed" => Ok(LeadStatus::Unsubscribed),
             "bounced" => Ok(LeadStatus::Bounced),
+            "erased" => Ok(LeadStatus::Erased),
             other => Err(UnknownLeadStatus(other.to_owned())),
         }
     }

@@ -25,6 +25,12 @@ pub enum AlertKind {
     UnknownDeliveries,
     /// A delivery used up its attempts or age and failed.
     RetryBudgetExhausted,
+    /// A sending account's bounce, complaint or unsubscribe rate crossed its warn level.
+    DeliverabilityWarning,
+    /// A sending account's rates crossed a halt level: sending on it stopped.
+    SendingHalted,
+    /// A campaign's or channel's rate moved significantly for the worse.
+    Anomaly,
 }
 
 impl AlertKind {
@@ -35,6 +41,9 @@ impl AlertKind {
             AlertKind::AuthFailure => "account_auth_failure",
             AlertKind::UnknownDeliveries => "deliveries_unknown",
             AlertKind::RetryBudgetExhausted => "retry_budget_exhausted",
+            AlertKind::DeliverabilityWarning => "deliverability_warning",
+            AlertKind::SendingHalted => "sending_halted",
+            AlertKind::Anomaly => "anomaly",
         }
     }
 }

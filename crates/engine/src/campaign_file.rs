@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use chrono::{Duration, NaiveTime};
-use engager_domain::campaign::{Campaign, CampaignError, Channel, DelayBounds, Step, StepTemplate};
+use engager_domain::campaign::{
+    Campaign, CampaignError, Channel, DelayBounds, OnDeadline, Step, StepTemplate,
+};
 use engager_domain::frequency::{BudgetOverrides, ChannelLimits, FrequencyPolicy};
 use engager_domain::timing::SendWindow;
 use engager_domain::CampaignId;
@@ -47,6 +49,8 @@ struct CampaignSpec {
     name: String,
     #[serde(default)]
     best_time: Option<bool>,
+    #[serde(default)]
+    review: bool,
     #[serde(default)]
     window: Option<WindowSpec>,
     #[serde(default)]
@@ -136,6 +140,57 @@ struct StepSpec {
     body: String,
     #[serde(default)]
     html: Option<String>,
+    /// Whether a permanent failure of the chosen channel tries the step's next channel
+    /// (default: yes when `channels` lists several).
+    #[serde(default)]
+    fallback_on_failure: Option<bool>,
+    /// How long a person has to do the task of a LinkedIn step: `"2d"`, `"36h"`, `"90m"`
+    /// (default 3 days).
+    #[serde(default)]
+    task_deadline: Option<String>,
+    /// What happens to a task not done by its deadline: `"skip"` (default) or `"fallback"`
+    /// (the step's next channel the lead can be reached on).
+    #[serde(default)]
+    on_deadline: Option<String>,
+    /// The angle AI personalization takes for this step.
+    #[serde(default)]
+    angle: Option<String>,
+}
+
+/// `"2d"`, `"36h"`, `"90m"`, or a combination like `"1d12h"` → a positive duration.
+pub fn parse_span(value: &str) -> Result<Duration, String> {
+    let text = value.trim();
+    let mut total = Duration::zero();
+    let mut digits = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let n: i64 = digits.parse().map_err(|_| {
+            format!("expected a duration like \"2d\", \"36h\" or \"90m\", got {value:?}")
+        })?;
+        digits.clear();
+        total += match c {
+            'd' => Duration::days(n),
+            'h' => Duration::hours(n),
+            'm' => Duration::minutes(n),
+            _ => {
+                return Err(format!(
+                    "unknown unit {c:?} in {value:?}: use d (days), h (hours) or m (minutes)"
+                ))
+            }
+        };
+    }
+    if !digits.is_empty() || text.is_empty() {
+        return Err(format!(
+            "expected a duration like \"2d\", \"36h\" or \"90m\", got {value:?}"
+        ));
+    }
+    if total <= Duration::zero() {
+        return Err(format!("must be longer than zero, got {value:?}"));
+    }
+    Ok(total)
 }
 
 fn parse_time(origin: &str, key: &str, value: &str) -> Result<NaiveTime, CampaignFileError> {
@@ -227,6 +282,19 @@ pub fn parse_campaign(
             .as_ref()
             .map(|w| parse_window(origin, &key("window"), w))
             .transpose()?;
+        let task_deadline = match s.task_deadline.as_deref() {
+            None => Duration::days(engager_domain::campaign::DEFAULT_TASK_DEADLINE_DAYS),
+            Some(v) => parse_span(v).map_err(|reason| invalid(key("task_deadline"), reason))?,
+        };
+        let on_deadline = match s.on_deadline.as_deref() {
+            None => OnDeadline::Skip,
+            Some(v) => OnDeadline::parse(v).ok_or_else(|| {
+                invalid(
+                    key("on_deadline"),
+                    format!("expected \"skip\" or \"fallback\", got {v:?}"),
+                )
+            })?,
+        };
         steps.push(Step {
             index,
             name: s.name,
@@ -241,6 +309,13 @@ pub fn parse_campaign(
                 body: s.body,
                 html: s.html,
             },
+            fallback_on_failure: s.fallback_on_failure,
+            task_deadline,
+            on_deadline,
+            angle: s
+                .angle
+                .map(|a| a.trim().to_owned())
+                .filter(|a| !a.is_empty()),
         });
     }
     let campaign = Campaign::new(id, spec.slug, spec.name, steps, window).map_err(|source| {
@@ -252,6 +327,7 @@ pub fn parse_campaign(
     Ok(Campaign {
         budget,
         best_time: spec.best_time,
+        review: spec.review,
         ..campaign
     })
 }
@@ -297,6 +373,15 @@ body = "Hi again"
         assert_eq!(c.steps[1].channels, vec![Channel::Linkedin, Channel::Sms]);
         assert_eq!(c.steps[1].delay, Duration::days(3));
         assert_eq!(c.window.describe(), "mon,tue 09:00-12:00");
+        // A step with several channels falls back after a permanent failure unless told not to.
+        assert!(!c.steps[0].falls_back_on_failure());
+        assert!(c.steps[1].falls_back_on_failure());
+        let no_fallback = GOOD.replace(
+            "delay_days = 3",
+            "delay_days = 3\nfallback_on_failure = false",
+        );
+        let c = parse_campaign(&no_fallback, "intro.toml", CampaignId(1)).unwrap();
+        assert!(!c.steps[1].falls_back_on_failure());
     }
 
     #[test]
@@ -327,5 +412,37 @@ body = "Hi again"
             e.contains("step 1 (first): an email step needs a subject"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn task_deadlines_parse_and_bad_ones_name_the_key() {
+        let c = parse_campaign(GOOD, "intro.toml", CampaignId(1)).unwrap();
+        assert_eq!(c.steps[1].task_deadline, Duration::days(3));
+        assert_eq!(c.steps[1].on_deadline, OnDeadline::Skip);
+        let with = GOOD.replace(
+            "delay_days = 3\n",
+            "delay_days = 3\ntask_deadline = \"1d12h\"\non_deadline = \"fallback\"\n",
+        );
+        let c = parse_campaign(&with, "intro.toml", CampaignId(1)).unwrap();
+        assert_eq!(c.steps[1].task_deadline, Duration::hours(36));
+        assert_eq!(c.steps[1].on_deadline, OnDeadline::Fallback);
+        for (bad, key) in [
+            ("task_deadline = \"2 weeks\"", "steps[2].task_deadline"),
+            ("task_deadline = \"0d\"", "steps[2].task_deadline"),
+            ("task_deadline = \"5\"", "steps[2].task_deadline"),
+            ("on_deadline = \"wait\"", "steps[2].on_deadline"),
+        ] {
+            let text = GOOD.replace("delay_days = 3\n", &format!("delay_days = 3\n{bad}\n"));
+            let e = parse_campaign(&text, "intro.toml", CampaignId(1))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("intro.toml:") && e.contains(key),
+                "{bad}: {e}"
+            );
+        }
+        assert_eq!(parse_span("90m"), Ok(Duration::minutes(90)));
+        assert!(parse_span("").is_err());
+        assert!(parse_span("3x").unwrap_err().contains("unknown unit"));
     }
 }

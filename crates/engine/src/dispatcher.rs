@@ -13,10 +13,14 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use engager_channels::email::message_id;
 use engager_channels::{ChannelSender, DeliveryError, OutgoingMessage, Reconciled, Unsubscribe};
+use engager_domain::Gate;
 use engager_domain::{
     stable_hash, unit_fraction, CampaignId, Channel, DeliveryId, DeliveryState, EventKind, LeadId,
 };
-use engager_store::{DeliveryFilter, NewEvent};
+use engager_store::{
+    DeliveryFilter, DueEnrollment, EnrollmentRecord, Evaluation, GateRow, NewEvent, PlanDecision,
+    TraceRecord,
+};
 use engager_store::{
     DeliveryRecord, FollowUp, Recovered, SendOutcome, Store, StoreError, SuppressionKey,
 };
@@ -24,7 +28,7 @@ use tracing::{debug, info, warn};
 
 use crate::alerts::{Alert, AlertKind, Alerter};
 use crate::guard::{Health, SendGuard, Verdict};
-use crate::planner::unsubscribe_url;
+use crate::planner::{suppression_keys, unsubscribe_url, Planner};
 use crate::{Catalog, Clock, EngineConfig, SystemClock};
 use engager_domain::circuit::Transition as CircuitTransition;
 
@@ -89,6 +93,8 @@ pub struct DispatchReport {
     pub retried: usize,
     /// Rows failed for good.
     pub failed: usize,
+    /// Of the failed rows, those whose step was planned again on its next channel.
+    pub fell_back: usize,
     /// Rows with an ambiguous outcome.
     pub unknown: usize,
     /// Rows cancelled by the re-check.
@@ -101,9 +107,14 @@ pub struct DispatchReport {
     pub reconciled: usize,
     /// Rows whose claim was lost (stale token, or the enrollment stopped meanwhile).
     pub lost: usize,
+    /// LinkedIn rows handed to a person as tasks (`engager tasks list`).
+    pub tasks: usize,
     /// What lease recovery did first.
     pub recovered: Recovered,
 }
+
+/// How long a delivery on a halted channel waits before the dispatcher looks at it again.
+const HALT_RECHECK: Duration = Duration::minutes(15);
 
 /// The dispatcher, bound to a store, the campaigns, the configuration and the channels.
 pub struct Dispatcher<'a> {
@@ -114,6 +125,7 @@ pub struct Dispatcher<'a> {
     guard: Option<&'a SendGuard>,
     alerter: Option<&'a Alerter>,
     real_time: bool,
+    halted: HashMap<Channel, String>,
 }
 
 impl<'a> Dispatcher<'a> {
@@ -132,7 +144,15 @@ impl<'a> Dispatcher<'a> {
             guard: None,
             alerter: None,
             real_time: false,
+            halted: HashMap::new(),
         }
+    }
+
+    /// Channels the deliverability monitor halted, with the reason: their deliveries wait
+    /// (released for a later pass), never burned and never sent.
+    pub fn with_halted_channels(mut self, halted: HashMap<Channel, String>) -> Self {
+        self.halted = halted;
+        self
     }
 
     /// Applies rate limits, daily caps and circuit breakers (kept across passes by the caller).
@@ -146,6 +166,14 @@ impl<'a> Dispatcher<'a> {
     pub fn real_time(mut self) -> Self {
         self.real_time = true;
         self
+    }
+
+    /// Whether this pass runs on the real clock: `real_time` was asked and the pass's `now`
+    /// is not ahead of the system clock. A pass at a future instant (`engager run --now
+    /// <later>`) would otherwise sleep through rate-limit pauses measured from a clock that
+    /// keeps falling back to that instant; it re-queues them instead.
+    fn paced(&self, pass_now: DateTime<Utc>) -> bool {
+        self.real_time && pass_now <= SystemClock.now() + Duration::seconds(5)
     }
 
     /// Raises alerts through these sinks.
@@ -248,7 +276,8 @@ impl<'a> Dispatcher<'a> {
         report: &mut DispatchReport,
     ) -> Result<(), StoreError> {
         crash_point("after_claim");
-        let mut now = if self.real_time {
+        let real_time = self.paced(pass_now);
+        let mut now = if real_time {
             SystemClock.now().max(pass_now)
         } else {
             pass_now
@@ -327,9 +356,22 @@ impl<'a> Dispatcher<'a> {
                 return Ok(());
             }
         }
+        if let Some(reason) = self.halted.get(&d.channel) {
+            self.store
+                .release_claim(
+                    d.id,
+                    d.fencing_token,
+                    now + HALT_RECHECK,
+                    &format!("held: sending on {} is halted ({reason})", d.channel),
+                    now,
+                )
+                .await?;
+            report.throttled += 1;
+            return Ok(());
+        }
         let account = SendGuard::account(d.channel, sender.name());
         if let Some(guard) = self.guard {
-            let mut verdict = guard.admit(&account, d.channel, now);
+            let mut verdict = guard.admit(&account, d.channel, now).await;
             // In real time, a pause of a second or two is waited out rather than re-queued.
             while let Verdict::Wait {
                 until,
@@ -338,12 +380,12 @@ impl<'a> Dispatcher<'a> {
             } = verdict
             {
                 let wait = until - now;
-                if !self.real_time || wait > Duration::seconds(2) || wait >= self.config.lease / 2 {
+                if !real_time || wait > Duration::seconds(2) || wait >= self.config.lease / 2 {
                     break;
                 }
                 tokio::time::sleep(wait.to_std().unwrap_or_default()).await;
                 now = SystemClock.now().max(until);
-                verdict = guard.admit(&account, d.channel, now);
+                verdict = guard.admit(&account, d.channel, now).await;
             }
             if let Verdict::Wait { until, reason, .. } = verdict {
                 self.store
@@ -392,14 +434,43 @@ impl<'a> Dispatcher<'a> {
                     .as_ref()
                     .map(|m| format!("mailto:{m}?subject=unsubscribe")),
             }),
-            due_by: (d.channel == Channel::Linkedin).then(|| now + Duration::days(3)),
+            due_by: (d.channel == Channel::Linkedin).then(|| {
+                now + campaign
+                    .step(d.step_index)
+                    .map_or(Duration::days(3), |s| s.task_deadline)
+            }),
         };
         crash_point("after_begin_send");
+        if d.channel == Channel::Linkedin {
+            // LinkedIn is never automated (its terms; the messaging API is partner-only): the
+            // step becomes a task for a person, and the delivery waits for it.
+            if crate::tasks::hand_over(
+                self.store,
+                Some(sender.as_ref()),
+                &d,
+                campaign,
+                &message,
+                now,
+            )
+            .await?
+            .is_some()
+            {
+                report.tasks += 1;
+            } else {
+                report.lost += 1;
+            }
+            return Ok(());
+        }
         let result = sender.send(&message).await;
         crash_point("after_response");
         let attempts = d.attempts + 1;
         self.account_health(&account, &result, now).await;
         let opted_out = matches!(&result, Err(e) if e.is_opt_out());
+        let unreachable = match &result {
+            Err(e) => unreachable_contact(&d, e),
+            Ok(_) => None,
+        };
+        let mut fallback = None;
         let (outcome, follow_up) = match result {
             Ok(accepted) => {
                 let follow_up = match campaign.step(d.step_index + 1) {
@@ -437,9 +508,16 @@ impl<'a> Dispatcher<'a> {
                         report.retried += 1;
                         warn!(%error, attempts, retry_at = %at, "Delivery failed; will retry.");
                     }
-                    SendOutcome::Failed { .. } => {
+                    SendOutcome::Failed { error: text } => {
                         report.failed += 1;
                         warn!(%error, attempts, "Delivery failed for good.");
+                        let allowed = campaign
+                            .step(d.step_index)
+                            .is_some_and(|s| s.falls_back_on_failure());
+                        if allowed && matches!(error, DeliveryError::Permanent { .. }) {
+                            fallback =
+                                Some(self.plan_fallback(&d, &lead, campaign, text, now).await?);
+                        }
                         if error.is_transient() {
                             self.alert(
                                 AlertKind::RetryBudgetExhausted,
@@ -475,11 +553,35 @@ impl<'a> Dispatcher<'a> {
                 (outcome, FollowUp::Complete)
             }
         };
-        if !self
-            .store
-            .record_outcome(d.id, d.fencing_token, &outcome, &follow_up, now)
-            .await?
-        {
+        let recorded = match (&fallback, &outcome) {
+            (Some(evaluation), SendOutcome::Failed { error }) => {
+                let recorded = self
+                    .store
+                    .record_fallback(d.id, d.fencing_token, error, evaluation, now)
+                    .await?;
+                if recorded {
+                    if let PlanDecision::Plan(next) = &evaluation.decision {
+                        report.fell_back += 1;
+                        info!(from = %d.channel, to = %next.channel, "Fell back to the step's next channel.");
+                    }
+                }
+                recorded
+            }
+            _ => {
+                self.store
+                    .record_outcome(d.id, d.fencing_token, &outcome, &follow_up, now)
+                    .await?
+            }
+        };
+        if recorded {
+            if let Some((key, reason)) = unreachable {
+                // A hard bounce or a number that cannot take SMS: no campaign tries it again.
+                self.store
+                    .add_suppression(&key, &reason, &format!("provider:{}", sender.name()), now)
+                    .await?;
+            }
+        }
+        if !recorded {
             warn!("A newer claim owns this delivery; outcome not recorded.");
         } else if opted_out {
             // The provider says the recipient opted out (Twilio 21610): honour it everywhere.
@@ -497,6 +599,78 @@ impl<'a> Dispatcher<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Re-plans a step whose channel failed for good, through the planner's whole pipeline
+    /// (compliance, frequency, channel, personalization, content, timing) with the failed
+    /// channels of the step excluded. A step left without a usable channel stops the
+    /// sequence as failed (the trace says why each channel was refused).
+    async fn plan_fallback(
+        &self,
+        d: &DeliveryRecord,
+        lead: &engager_domain::Lead,
+        campaign: &engager_domain::Campaign,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Evaluation, StoreError> {
+        let enrollment = self
+            .store
+            .enrollments_for_lead(d.lead_id)
+            .await?
+            .into_iter()
+            .find(|e| e.id == d.enrollment_id);
+        let mut excluded: Vec<(Channel, String)> = self
+            .store
+            .failed_channels(&[d.enrollment_id])
+            .await?
+            .into_iter()
+            .filter(|f| f.step_index == d.step_index && f.channel != d.channel)
+            .map(|f| (f.channel, f.error))
+            .collect();
+        excluded.push((d.channel, error.to_owned()));
+        let mut evaluation = match enrollment {
+            Some(enrollment) => {
+                let due = DueEnrollment {
+                    enrollment: EnrollmentRecord {
+                        current_step: d.step_index,
+                        ..enrollment
+                    },
+                    lead: lead.clone(),
+                };
+                let since = now - self.config.timing.history.max(Duration::days(7));
+                let mut history = self
+                    .store
+                    .contact_history(&[d.lead_id], since)
+                    .await?
+                    .remove(&d.lead_id)
+                    .unwrap_or_default();
+                // The failed send is not a touch.
+                history.touches.retain(|t| t.delivery != Some(d.id));
+                let suppressed = self.store.suppressed(&suppression_keys(lead)).await?;
+                let mut open = HashMap::new();
+                if let Some(guard) = self.guard {
+                    for sender in self.channels.all() {
+                        let account = SendGuard::account(sender.channel(), sender.name());
+                        if let Some(until) = guard.open_until(&account).filter(|u| *u > now) {
+                            open.insert(sender.channel(), until);
+                        }
+                    }
+                }
+                Planner::new(self.store, self.catalog, self.config)
+                    .with_open_circuits(open)
+                    .evaluate_excluding(&due, campaign, &history, &suppressed, &excluded, now)
+            }
+            // Without its enrollment there is nothing to re-plan; the failure stands.
+            None => return Ok(failed_step(d, error, now)),
+        };
+        if matches!(evaluation.decision, PlanDecision::Skip { .. }) {
+            evaluation.decision = PlanDecision::Stop {
+                reason: "delivery_failed".into(),
+            };
+            evaluation.trace.outcome = "stopped".into();
+            evaluation.trace.code = Some("delivery_failed".into());
+        }
+        Ok(evaluation)
     }
 
     /// Asks providers that can tell (Graph's Sent Items) about deliveries whose outcome is
@@ -570,7 +744,7 @@ impl<'a> Dispatcher<'a> {
         };
         if let Err(error) = result {
             if let Some(wait) = error.retry_after().and_then(|w| Duration::from_std(w).ok()) {
-                guard.pause(account, now + wait);
+                guard.pause(account, now + wait).await;
             }
             if matches!(error, DeliveryError::Config { .. }) {
                 guard.trip(account, now + Duration::minutes(15));
@@ -678,6 +852,75 @@ impl<'a> Dispatcher<'a> {
                 error: error.to_string(),
             },
         }
+    }
+}
+
+/// The evaluation recorded when a failed step cannot be re-planned: the sequence stops.
+fn failed_step(d: &DeliveryRecord, error: &str, now: DateTime<Utc>) -> Evaluation {
+    Evaluation {
+        trace: TraceRecord {
+            enrollment_id: d.enrollment_id,
+            campaign_id: d.campaign_id,
+            lead_id: d.lead_id,
+            step_index: d.step_index,
+            evaluated_at: now,
+            outcome: "stopped".into(),
+            code: Some("delivery_failed".into()),
+            channel: Some(d.channel),
+            at: None,
+            gates: vec![GateRow {
+                gate: Gate::Channel.as_str().to_owned(),
+                passed: false,
+                reason: format!("{} failed for good: {error}", d.channel),
+            }],
+        },
+        decision: PlanDecision::Stop {
+            reason: "delivery_failed".into(),
+        },
+    }
+}
+
+/// The contact point a permanent failure proves unreachable, with the suppression reason:
+/// a hard bounce of the address (Graph's invalid or unknown recipient, SMTP 5.1.x), or a
+/// number that cannot take SMS (Twilio 21211 invalid number, 21614 not a mobile number,
+/// 30006 landline or unreachable carrier). Other permanent failures (content refused, a
+/// route not enabled) concern this message or account, not the address.
+fn unreachable_contact(
+    d: &DeliveryRecord,
+    error: &DeliveryError,
+) -> Option<(SuppressionKey, String)> {
+    let DeliveryError::Permanent { reason } = error else {
+        return None;
+    };
+    let text = reason.as_str();
+    match d.channel {
+        Channel::Email
+            if [
+                "ErrorInvalidRecipients",
+                "ErrorRecipientNotFound",
+                "ErrorInvalidEmailAddress",
+                " 5.1.1",
+                " 5.1.10",
+            ]
+            .iter()
+            .any(|m| text.contains(m)) =>
+        {
+            Some((
+                SuppressionKey::Email(d.to_address.clone()),
+                format!("hard bounce: {text}"),
+            ))
+        }
+        Channel::Sms
+            if ["(error 21211)", "(error 21614)", "(error 30006)"]
+                .iter()
+                .any(|m| text.contains(m)) =>
+        {
+            Some((
+                SuppressionKey::Phone(d.to_address.clone()),
+                format!("cannot receive SMS: {text}"),
+            ))
+        }
+        _ => None,
     }
 }
 

@@ -11,13 +11,16 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use async_trait::async_trait;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use engager_domain::circuit::{Admission, CircuitBreaker, CircuitPolicy, CircuitState, Transition};
 use engager_domain::Channel;
+use engager_store::{Permit, PermitRequest, RateQuota, Store};
 use governor::clock::Clock as GovernorClock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
+use tracing::warn;
 
 /// The limits of one channel's sending account.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,14 +52,25 @@ impl AccountLimits {
     }
 }
 
-/// A rate limiter for sends. In-process today (governor); the interface takes the account
-/// and the time explicitly so that a database-backed limiter shared by many processes can
-/// implement it later.
+/// A rate limiter for sends: in-process ([`GovernorLimiter`], the default) or backed by the
+/// database and shared by every process on it ([`StoreLimiter`]). The account and the time
+/// are explicit, so both run on the injected clock.
+#[async_trait]
 pub trait SendLimiter: Send + Sync {
-    /// Takes one permit for `account` at `now`, or says when the next one is available.
-    fn try_acquire(&self, account: &str, now: DateTime<Utc>) -> Result<(), DateTime<Utc>>;
+    /// Takes one permit for `account` at `now`, or says when the next one may be available
+    /// and why.
+    async fn try_acquire(&self, account: &str, now: DateTime<Utc>) -> Result<(), Denied>;
     /// Holds every send of `account` until `until` (the provider said it is rate-limited).
-    fn pause(&self, account: &str, until: DateTime<Utc>);
+    async fn pause(&self, account: &str, until: DateTime<Utc>);
+}
+
+/// A refused permit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// When to try again.
+    pub until: DateTime<Utc>,
+    /// Why (for the ledger row's note and the logs).
+    pub reason: String,
 }
 
 /// governor's clock, reading the instant the guard was last given (virtual or real).
@@ -97,8 +111,26 @@ fn to_nanos(t: DateTime<Utc>) -> u64 {
     t.timestamp_nanos_opt().unwrap_or(0).max(0) as u64
 }
 
+#[async_trait]
 impl SendLimiter for GovernorLimiter {
-    fn try_acquire(&self, account: &str, now: DateTime<Utc>) -> Result<(), DateTime<Utc>> {
+    async fn try_acquire(&self, account: &str, now: DateTime<Utc>) -> Result<(), Denied> {
+        self.acquire_now(account, now).map_err(|until| Denied {
+            until,
+            reason: format!("rate limit of {account}"),
+        })
+    }
+
+    async fn pause(&self, account: &str, until: DateTime<Utc>) {
+        let mut all = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = all
+            .entry(account.to_owned())
+            .or_insert_with(|| (Vec::new(), None));
+        entry.1 = Some(entry.1.map_or(until, |u| u.max(until)));
+    }
+}
+
+impl GovernorLimiter {
+    fn acquire_now(&self, account: &str, now: DateTime<Utc>) -> Result<(), DateTime<Utc>> {
         self.clock.0.fetch_max(to_nanos(now), Ordering::SeqCst);
         let mut all = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
         let entry = all.entry(account.to_owned()).or_insert_with(|| {
@@ -135,13 +167,87 @@ impl SendLimiter for GovernorLimiter {
         }
         Ok(())
     }
+}
 
-    fn pause(&self, account: &str, until: DateTime<Utc>) {
-        let mut all = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = all
-            .entry(account.to_owned())
-            .or_insert_with(|| (Vec::new(), None));
-        entry.1 = Some(entry.1.map_or(until, |u| u.max(until)));
+/// The database-backed limiter: every process on one database (PostgreSQL, or one SQLite
+/// file) takes its permits from the same rows (`rate_buckets`, through
+/// [`Store::take_send_permit`]), so several dispatchers share one rate per account, one
+/// daily cap (counting permits, seeded with the day's sends from the ledger) and one
+/// provider pause. The same GCRA as governor: a burst up to the limit, then evenly spaced.
+/// When the database cannot be asked, no permit is given (sends wait a few seconds).
+pub struct StoreLimiter {
+    store: Arc<dyn Store>,
+    rates: HashMap<Channel, Vec<RateQuota>>,
+    limits: HashMap<Channel, AccountLimits>,
+}
+
+impl StoreLimiter {
+    /// A limiter on `store` with each channel's rates and daily caps.
+    pub fn new(store: Arc<dyn Store>, limits: HashMap<Channel, AccountLimits>) -> Self {
+        let rates = limits
+            .iter()
+            .map(|(c, l)| {
+                let mut q = Vec::new();
+                if let Some(n) = l.per_second.filter(|n| *n > 0) {
+                    q.push(RateQuota {
+                        per: Duration::seconds(1),
+                        count: n,
+                    });
+                }
+                if let Some(n) = l.per_minute.filter(|n| *n > 0) {
+                    q.push(RateQuota {
+                        per: Duration::minutes(1),
+                        count: n,
+                    });
+                }
+                (*c, q)
+            })
+            .collect();
+        Self {
+            store,
+            rates,
+            limits,
+        }
+    }
+}
+
+#[async_trait]
+impl SendLimiter for StoreLimiter {
+    async fn try_acquire(&self, account: &str, now: DateTime<Utc>) -> Result<(), Denied> {
+        let Some(channel) = account
+            .split(':')
+            .next()
+            .and_then(|c| c.parse::<Channel>().ok())
+        else {
+            return Ok(());
+        };
+        let request = PermitRequest {
+            account: account.to_owned(),
+            channel,
+            rates: self.rates.get(&channel).cloned().unwrap_or_default(),
+            daily_cap: self
+                .limits
+                .get(&channel)
+                .and_then(|l| l.cap_on(now.date_naive())),
+            now,
+        };
+        match self.store.take_send_permit(&request).await {
+            Ok(Permit::Granted) => Ok(()),
+            Ok(Permit::Wait { until, reason }) => Err(Denied { until, reason }),
+            Err(e) => {
+                warn!(account, error = %e, "The shared rate limiter could not be asked; holding the send.");
+                Err(Denied {
+                    until: now + Duration::seconds(5),
+                    reason: format!("the shared rate limiter is unavailable: {e}"),
+                })
+            }
+        }
+    }
+
+    async fn pause(&self, account: &str, until: DateTime<Utc>) {
+        if let Err(e) = self.store.pause_account(account, until).await {
+            warn!(account, error = %e, "Could not record the provider's pause in the database.");
+        }
     }
 }
 
@@ -247,19 +353,13 @@ impl SendGuard {
     }
 
     /// Asks whether a send on `account` may start at `now`.
-    pub fn admit(&self, account: &str, channel: Channel, now: DateTime<Utc>) -> Verdict {
-        let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
-        let breaker = breakers
-            .entry(account.to_owned())
-            .or_insert_with(|| CircuitBreaker::new(self.policy));
-        if let CircuitState::Open { until } = breaker.state() {
-            if now < until {
-                return Verdict::Wait {
-                    until,
-                    reason: format!("circuit of {account} is open"),
-                    circuit_open: true,
-                };
-            }
+    pub async fn admit(&self, account: &str, channel: Channel, now: DateTime<Utc>) -> Verdict {
+        if let Some(until) = self.open_until(account).filter(|u| now < *u) {
+            return Verdict::Wait {
+                until,
+                reason: format!("circuit of {account} is open"),
+                circuit_open: true,
+            };
         }
         let day = now.date_naive();
         if let Some(cap) = self.limits.get(&channel).and_then(|l| l.cap_on(day)) {
@@ -280,13 +380,17 @@ impl SendGuard {
                 };
             }
         }
-        if let Err(until) = self.limiter.try_acquire(account, now) {
+        if let Err(Denied { until, reason }) = self.limiter.try_acquire(account, now).await {
             return Verdict::Wait {
                 until,
-                reason: format!("rate limit of {account}"),
+                reason,
                 circuit_open: false,
             };
         }
+        let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        let breaker = breakers
+            .entry(account.to_owned())
+            .or_insert_with(|| CircuitBreaker::new(self.policy));
         match breaker.admit(now) {
             Admission::Allowed => Verdict::Go,
             Admission::Probe => Verdict::Probe,
@@ -323,8 +427,13 @@ impl SendGuard {
     }
 
     /// The provider asked us to slow down until `until`.
-    pub fn pause(&self, account: &str, until: DateTime<Utc>) {
-        self.limiter.pause(account, until);
+    pub async fn pause(&self, account: &str, until: DateTime<Utc>) {
+        self.limiter.pause(account, until).await;
+    }
+
+    /// The per-channel limits this guard was built with.
+    pub fn limits(&self) -> &HashMap<Channel, AccountLimits> {
+        &self.limits
     }
 
     /// Opens an account's circuit until `until` (credentials refused, configuration broken).
@@ -388,8 +497,8 @@ mod tests {
         DateTime::from_timestamp(1_770_000_000 + s, 0).unwrap()
     }
 
-    #[test]
-    fn per_minute_quota_spreads_sends_on_the_injected_clock() {
+    #[tokio::test]
+    async fn per_minute_quota_spreads_sends_on_the_injected_clock() {
         let mut limits: HashMap<Channel, AccountLimits> = HashMap::new();
         limits.insert(
             Channel::Email,
@@ -402,7 +511,7 @@ mod tests {
         let mut went = 0;
         let mut waits = Vec::new();
         for _ in 0..40 {
-            match guard.admit("email:graph", Channel::Email, t(0)) {
+            match guard.admit("email:graph", Channel::Email, t(0)).await {
                 Verdict::Go => went += 1,
                 Verdict::Wait { until, .. } => waits.push(until),
                 Verdict::Probe => unreachable!(),
@@ -413,15 +522,15 @@ mod tests {
         // Then one every two seconds: 30 in the next minute, 60 in the first 60 s at most.
         let mut sent = 0;
         for at in 1..=60 {
-            if guard.admit("email:graph", Channel::Email, t(at)) == Verdict::Go {
+            if guard.admit("email:graph", Channel::Email, t(at)).await == Verdict::Go {
                 sent += 1;
             }
         }
         assert_eq!(sent, 30, "30 per minute once the burst is spent");
     }
 
-    #[test]
-    fn daily_cap_with_warm_up_ramp() {
+    #[tokio::test]
+    async fn daily_cap_with_warm_up_ramp() {
         let day1 = t(0).date_naive();
         let limits = AccountLimits {
             daily_cap: Some(1000),
@@ -436,10 +545,14 @@ mod tests {
         map.insert(Channel::Email, limits);
         let guard = SendGuard::new(map, CircuitPolicy::default());
         for _ in 0..2 {
-            assert_eq!(guard.admit("email:smtp", Channel::Email, t(0)), Verdict::Go);
+            assert_eq!(
+                guard.admit("email:smtp", Channel::Email, t(0)).await,
+                Verdict::Go
+            );
             guard.record("email:smtp", Health::Ok, true, t(0));
         }
-        let Verdict::Wait { until, reason, .. } = guard.admit("email:smtp", Channel::Email, t(10))
+        let Verdict::Wait { until, reason, .. } =
+            guard.admit("email:smtp", Channel::Email, t(10)).await
         else {
             panic!()
         };
@@ -447,8 +560,8 @@ mod tests {
         assert_eq!(until.date_naive(), day1 + Duration::days(1));
     }
 
-    #[test]
-    fn an_open_circuit_holds_sends_and_a_provider_pause_holds_the_account() {
+    #[tokio::test]
+    async fn an_open_circuit_holds_sends_and_a_provider_pause_holds_the_account() {
         let policy = CircuitPolicy {
             min_calls: 2,
             ..CircuitPolicy::default()
@@ -462,21 +575,22 @@ mod tests {
             guard.record("sms:twilio", Health::Failed, false, t(1)),
             Some(Transition::Opened)
         );
-        let Verdict::Wait { circuit_open, .. } = guard.admit("sms:twilio", Channel::Sms, t(2))
+        let Verdict::Wait { circuit_open, .. } =
+            guard.admit("sms:twilio", Channel::Sms, t(2)).await
         else {
             panic!()
         };
         assert!(circuit_open);
         assert_eq!(
-            guard.admit("sms:twilio", Channel::Sms, t(40)),
+            guard.admit("sms:twilio", Channel::Sms, t(40)).await,
             Verdict::Probe
         );
-        guard.pause("email:graph", t(100));
+        guard.pause("email:graph", t(100)).await;
         assert!(
-            matches!(guard.admit("email:graph", Channel::Email, t(50)), Verdict::Wait { until, .. } if until == t(100))
+            matches!(guard.admit("email:graph", Channel::Email, t(50)).await, Verdict::Wait { until, .. } if until == t(100))
         );
         assert_eq!(
-            guard.admit("email:graph", Channel::Email, t(100)),
+            guard.admit("email:graph", Channel::Email, t(100)).await,
             Verdict::Go
         );
     }

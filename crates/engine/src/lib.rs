@@ -7,13 +7,19 @@
 //! their outputs, and performs the I/O they call for.
 
 pub mod alerts;
+pub mod analytics;
 pub mod campaign_file;
 pub mod catalog;
 pub mod clock;
 pub mod dispatcher;
 pub mod guard;
+pub mod inbound;
+pub mod monitor;
+pub mod personalization;
 pub mod planner;
+pub mod report;
 pub mod simulation;
+pub mod tasks;
 pub mod timing;
 
 use chrono::Duration;

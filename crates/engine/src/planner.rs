@@ -7,8 +7,10 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
+use std::sync::Mutex;
 
 use chrono::{DateTime, Duration, Utc};
+use engager_ai::personalize::DraftOutcome;
 use engager_ai::{lead_context, SenderFacts};
 use engager_domain::frequency::{BudgetVerdict, ContactBudget};
 use engager_domain::links::lead_token;
@@ -19,14 +21,17 @@ use engager_domain::schedule::{
 use engager_domain::sms::{has_stop_wording, sms_segments};
 use engager_domain::timing::SendWindow;
 use engager_domain::{
-    stable_hash, unit_fraction, Campaign, Channel, Gate, GateResult, Lead, LeadHistory, LeadId,
-    LeadStatus, Step, Touch,
+    stable_hash, unit_fraction, Campaign, Channel, EnrollmentId, Gate, GateResult, Lead,
+    LeadHistory, LeadId, LeadStatus, Step, Touch,
 };
 use engager_store::{
     DueEnrollment, Evaluation, GateRow, NewDelivery, PlanDecision, Store, StoreError,
     SuppressionKey, SuppressionRecord, TraceRecord,
 };
 
+use crate::personalization::{
+    draft_rendered, earlier_messages, AiPersonalization, DraftInput, DraftSource,
+};
 use crate::timing::{best_time_enabled, lead_place, lead_scores, slot_rules, LeadPlace};
 use crate::{Catalog, EngineConfig};
 
@@ -77,7 +82,13 @@ pub struct Planner<'a> {
     catalog: &'a Catalog,
     config: &'a EngineConfig,
     open_circuits: HashMap<Channel, DateTime<Utc>>,
+    ai: Option<&'a AiPersonalization>,
+    /// The AI outcomes of the current page, by (enrollment, step, channel), filled by
+    /// `prepare_drafts` before the page is evaluated.
+    drafts: Mutex<HashMap<DraftSlot, (DraftOutcome, DraftSource)>>,
 }
+
+type DraftSlot = (EnrollmentId, usize, Channel);
 
 impl<'a> Planner<'a> {
     /// A planner.
@@ -87,7 +98,16 @@ impl<'a> Planner<'a> {
             catalog,
             config,
             open_circuits: HashMap::new(),
+            ai: None,
+            drafts: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Personalizes with AI (when `Some`): each page's messages are drafted, checked and cached
+    /// before the page is evaluated; the template stays the fallback.
+    pub fn with_ai(mut self, ai: Option<&'a AiPersonalization>) -> Self {
+        self.ai = ai;
+        self
     }
 
     /// Channels whose sending account's circuit is open, and until when: the channel gate
@@ -141,14 +161,34 @@ impl<'a> Planner<'a> {
             let keys: Vec<SuppressionKey> =
                 due.iter().flat_map(|d| suppression_keys(&d.lead)).collect();
             let suppressed = self.store.suppressed(&keys).await?;
+            // Channels that already failed for good at a step (a fallback that had to wait):
+            // the step is planned again without them.
+            let enrollment_ids: Vec<EnrollmentId> = due.iter().map(|d| d.enrollment.id).collect();
+            let mut failed: HashMap<(EnrollmentId, usize), Vec<(Channel, String)>> = HashMap::new();
+            for f in self.store.failed_channels(&enrollment_ids).await? {
+                failed
+                    .entry((f.enrollment_id, f.step_index))
+                    .or_default()
+                    .push((f.channel, f.error));
+            }
+            if self.ai.is_some() {
+                self.prepare_drafts(&due, &histories, &suppressed, &failed, now)
+                    .await?;
+            }
             let mut evaluations = Vec::with_capacity(due.len());
             for d in &due {
                 let Some(campaign) = self.catalog.get(d.enrollment.campaign_id) else {
                     continue;
                 };
                 let history = histories.entry(d.lead.id).or_default();
-                let evaluation = self.evaluate(d, campaign, history, &suppressed, now);
-                if let PlanDecision::Plan(delivery) = &evaluation.decision {
+                let excluded = failed
+                    .get(&(d.enrollment.id, d.enrollment.current_step))
+                    .map_or(&[][..], Vec::as_slice);
+                let evaluation =
+                    self.evaluate_excluding(d, campaign, history, &suppressed, excluded, now);
+                if let PlanDecision::Plan(delivery) | PlanDecision::Review(delivery) =
+                    &evaluation.decision
+                {
                     let touch = Touch {
                         at: delivery.send_at,
                         channel: delivery.channel,
@@ -194,6 +234,22 @@ impl<'a> Planner<'a> {
         campaign: &Campaign,
         history: &LeadHistory,
         suppressed: &[SuppressionRecord],
+        now: DateTime<Utc>,
+    ) -> Evaluation {
+        self.evaluate_excluding(due, campaign, history, suppressed, &[], now)
+    }
+
+    /// Like [`Planner::evaluate`], with channels that already failed for good at this step
+    /// (and why): the channel gate passes over them, and the trace says the step "fell back
+    /// from <failed> to <chosen>: <error>". The dispatcher calls this when a channel fails
+    /// permanently, so the fallback goes through every gate like any planned delivery.
+    pub fn evaluate_excluding(
+        &self,
+        due: &DueEnrollment,
+        campaign: &Campaign,
+        history: &LeadHistory,
+        suppressed: &[SuppressionRecord],
+        excluded: &[(Channel, String)],
         now: DateTime<Utc>,
     ) -> Evaluation {
         let lead = &due.lead;
@@ -406,7 +462,9 @@ impl<'a> Planner<'a> {
         let mut chosen = None;
         let mut channel_hold: Option<DateTime<Utc>> = None;
         for channel in preferences {
-            let why_not = if !self.config.enabled_channels.contains(channel) {
+            let why_not = if let Some((_, error)) = excluded.iter().find(|(c, _)| c == channel) {
+                Some(format!("failed at send: {error}"))
+            } else if !self.config.enabled_channels.contains(channel) {
                 Some("channel not enabled".to_owned())
             } else if !lead.reachable_on(*channel) {
                 Some("no contact point".to_owned())
@@ -456,9 +514,15 @@ impl<'a> Planner<'a> {
                 None,
             );
         };
+        let fell_back: Vec<String> = excluded
+            .iter()
+            .filter(|(c, _)| step.channels.contains(c))
+            .map(|(c, error)| format!("fell back from {c} to {channel}: {error}"))
+            .collect();
         gates.push(GateResult::pass(
             Gate::Channel,
             match (refused.is_empty(), demote_email) {
+                _ if !fell_back.is_empty() => fell_back.join("; "),
                 (true, false) => format!("{channel} (first preference)"),
                 (true, true) => {
                     format!("{channel} (the previous email was not opened: another channel first)")
@@ -513,13 +577,40 @@ impl<'a> Planner<'a> {
                 );
             }
         };
-        gates.push(GateResult::pass(
-            Gate::Personalization,
-            "template rendered with every variable resolved",
-        ));
+        // With AI, the checked draft replaces the template when its composed message passes
+        // the content checks too; otherwise the template is sent and the trace says why.
+        let mut personalized = None;
+        let note = match self.ai_draft(due.enrollment.id, step_index, channel) {
+            None => "template rendered with every variable resolved".to_owned(),
+            Some((outcome, source)) => match outcome.draft() {
+                None => format!("{} ({source})", outcome.describe()),
+                Some(draft) => {
+                    let candidate =
+                        self.compose(lead, step, channel, draft_rendered(draft, channel));
+                    match content_checks(
+                        &candidate,
+                        channel,
+                        &self.config.sender.postal_address,
+                        &self.unsubscribe_url(lead.id),
+                        self.config.max_sms_segments,
+                    ) {
+                        Ok(()) => {
+                            personalized = Some(candidate);
+                            format!("{} ({source})", outcome.describe())
+                        }
+                        Err(problems) => format!(
+                            "AI draft failed the content checks ({}); template used",
+                            problems.join("; ")
+                        ),
+                    }
+                }
+            },
+        };
+        gates.push(GateResult::pass(Gate::Personalization, note));
 
         // 5. Content: footer, opt-out wording, length, no deceptive subject.
-        let content = self.compose(lead, step, channel, rendered);
+        let ai_text = personalized.is_some();
+        let content = personalized.unwrap_or_else(|| self.compose(lead, step, channel, rendered));
         if let Err(problems) = content_checks(
             &content,
             channel,
@@ -591,6 +682,21 @@ impl<'a> Planner<'a> {
             body_text: content.body_text,
             body_html: content.body_html,
         };
+        // Review mode: AI-written text waits for a person; template text goes out as usual.
+        if campaign.review && ai_text {
+            gates.push(GateResult::pass(
+                Gate::Content,
+                "held for review: AI-written text in a campaign in review mode (`engager review list`)",
+            ));
+            return finish(
+                gates,
+                PlanDecision::Review(delivery),
+                "planned",
+                Some("pending_review"),
+                Some(channel),
+                Some(send_at),
+            );
+        }
         finish(
             gates,
             PlanDecision::Plan(delivery),
@@ -599,6 +705,109 @@ impl<'a> Planner<'a> {
             Some(channel),
             Some(send_at),
         )
+    }
+
+    /// Drafts (or finds in the cache) the AI message of every delivery this page is about to
+    /// plan. A dry pass of the pipeline over a copy of the histories tells which enrollments
+    /// reach personalization and on which channel; the pipeline is deterministic, so the real
+    /// pass that follows makes the same choices and finds its drafts.
+    async fn prepare_drafts(
+        &self,
+        due: &[DueEnrollment],
+        histories: &HashMap<LeadId, LeadHistory>,
+        suppressed: &[SuppressionRecord],
+        failed: &HashMap<(EnrollmentId, usize), Vec<(Channel, String)>>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let Some(ai) = self.ai else {
+            return Ok(());
+        };
+        self.lock_drafts().clear();
+        let sender = SenderFacts {
+            name: self.config.sender.name.clone(),
+            company: self.config.sender_company.clone(),
+        };
+        let mut scratch = histories.clone();
+        let mut earlier: HashMap<LeadId, Vec<engager_ai::insights::EarlierMessage>> =
+            HashMap::new();
+        let mut jobs = Vec::new();
+        let mut slots = Vec::new();
+        for d in due {
+            let Some(campaign) = self.catalog.get(d.enrollment.campaign_id) else {
+                continue;
+            };
+            let step_index = d.enrollment.current_step;
+            let history = scratch.entry(d.lead.id).or_default();
+            let excluded = failed
+                .get(&(d.enrollment.id, step_index))
+                .map_or(&[][..], Vec::as_slice);
+            let evaluation =
+                self.evaluate_excluding(d, campaign, history, suppressed, excluded, now);
+            let PlanDecision::Plan(delivery) = &evaluation.decision else {
+                continue;
+            };
+            history.touches.push(Touch {
+                at: delivery.send_at,
+                channel: delivery.channel,
+                sent: false,
+                delivery: None,
+                step: Some((d.enrollment.id, step_index)),
+            });
+            let Some(step) = campaign.step(step_index) else {
+                continue;
+            };
+            let zone = lead_place(self.config, &d.lead).zone.zone;
+            let context = lead_context(&d.lead, zone, delivery.send_at, &sender, step_index);
+            let Ok(rendered) = self.catalog.templates().render(
+                &campaign.slug,
+                step_index,
+                &step.template,
+                &context,
+            ) else {
+                continue;
+            };
+            if let std::collections::hash_map::Entry::Vacant(slot) = earlier.entry(d.lead.id) {
+                slot.insert(earlier_messages(self.store, d.lead.id).await?);
+            }
+            jobs.push(ai.prepare(&DraftInput {
+                lead: &d.lead,
+                campaign,
+                step_index,
+                channel: delivery.channel,
+                history: &scratch[&d.lead.id],
+                earlier: &earlier[&d.lead.id],
+                rendered: &rendered,
+                zone,
+                sender: &sender,
+                now,
+            }));
+            slots.push((d.enrollment.id, step_index, delivery.channel));
+        }
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let outcomes = ai.outcomes(self.store, &jobs, now).await?;
+        self.lock_drafts().extend(slots.into_iter().zip(outcomes));
+        Ok(())
+    }
+
+    fn lock_drafts(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<DraftSlot, (DraftOutcome, DraftSource)>> {
+        self.drafts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The AI outcome prepared for a step on a channel, if any.
+    fn ai_draft(
+        &self,
+        enrollment: EnrollmentId,
+        step_index: usize,
+        channel: Channel,
+    ) -> Option<(DraftOutcome, DraftSource)> {
+        self.ai?;
+        self.lock_drafts()
+            .get(&(enrollment, step_index, channel))
+            .cloned()
     }
 
     /// How the delay before this step adapts to the reaction to the previous step (only for
@@ -642,6 +851,75 @@ impl<'a> Planner<'a> {
     /// The one-click unsubscribe URL of a lead.
     pub fn unsubscribe_url(&self, lead: LeadId) -> String {
         unsubscribe_url(self.config, lead)
+    }
+
+    /// Text a person wrote or edited for a step, composed (the footer added) and put
+    /// through the same content checks as planned text; the message, or the problems.
+    pub fn check_text(
+        &self,
+        lead: &Lead,
+        campaign: &Campaign,
+        step_index: usize,
+        channel: Channel,
+        subject: Option<String>,
+        body: String,
+    ) -> Result<Content, Vec<String>> {
+        let step = campaign
+            .step(step_index)
+            .ok_or_else(|| vec![format!("the campaign has no step {}", step_index + 1)])?;
+        let content = self.compose(
+            lead,
+            step,
+            channel,
+            engager_ai::Rendered {
+                subject,
+                body_text: body,
+                body_html: None,
+            },
+        );
+        content_checks(
+            &content,
+            channel,
+            &self.config.sender.postal_address,
+            &self.unsubscribe_url(lead.id),
+            self.config.max_sms_segments,
+        )?;
+        Ok(content)
+    }
+
+    /// The step's template rendered for the lead as of `at`, composed and checked (what the
+    /// planner sends without AI).
+    pub fn template_text(
+        &self,
+        lead: &Lead,
+        campaign: &Campaign,
+        step_index: usize,
+        channel: Channel,
+        at: DateTime<Utc>,
+    ) -> Result<Content, Vec<String>> {
+        let step = campaign
+            .step(step_index)
+            .ok_or_else(|| vec![format!("the campaign has no step {}", step_index + 1)])?;
+        let place = lead_place(self.config, lead);
+        let sender = SenderFacts {
+            name: self.config.sender.name.clone(),
+            company: self.config.sender_company.clone(),
+        };
+        let context = lead_context(lead, place.zone.zone, at, &sender, step_index);
+        let rendered = self
+            .catalog
+            .templates()
+            .render(&campaign.slug, step_index, &step.template, &context)
+            .map_err(|e| vec![e.to_string()])?;
+        let content = self.compose(lead, step, channel, rendered);
+        content_checks(
+            &content,
+            channel,
+            &self.config.sender.postal_address,
+            &self.unsubscribe_url(lead.id),
+            self.config.max_sms_segments,
+        )?;
+        Ok(content)
     }
 
     fn compose(
@@ -879,7 +1157,7 @@ fn tally(report: &mut PlanReport, evaluation: &Evaluation) {
     report.evaluated += 1;
     let trace = &evaluation.trace;
     match evaluation.decision {
-        PlanDecision::Plan(_) => report.planned += 1,
+        PlanDecision::Plan(_) | PlanDecision::Review(_) => report.planned += 1,
         PlanDecision::Defer { .. } => report.deferred += 1,
         PlanDecision::Skip { .. } => report.skipped += 1,
         PlanDecision::Stop { .. } => report.stopped += 1,

@@ -192,7 +192,13 @@ pub async fn simulate_with_guard(
         }
         let plan = planner.plan_due(now, None, false).await?;
         report.planned += plan.planned;
-        let dispatched = dispatcher.dispatch_due(now, None).await?;
+        let mut dispatched = dispatcher.dispatch_due(now, None).await?;
+        // LinkedIn steps are tasks for a person; the simulated person does each one at once.
+        if dispatched.tasks > 0 {
+            dispatched
+                .sent
+                .extend(crate::tasks::complete_open_tasks(store, catalog, config, now).await?);
+        }
         for sent in &dispatched.sent {
             for (at, kind) in engagement_for(&options.model, options.seed, sent) {
                 sequence += 1;

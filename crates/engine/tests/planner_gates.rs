@@ -632,6 +632,156 @@ impl engager_store::Store for NoStore {
     async fn step_summary(&self) -> engager_store::StoreResult<Vec<engager_store::SummaryRow>> {
         unreachable!()
     }
+    async fn report_facts(
+        &self,
+        _: &engager_store::ReportQuery,
+    ) -> engager_store::StoreResult<engager_store::ReportFacts> {
+        unreachable!()
+    }
+    async fn sending_counts(
+        &self,
+        _: Channel,
+        _: DateTime<Utc>,
+    ) -> engager_store::StoreResult<engager_domain::deliverability::SendingCounts> {
+        unreachable!()
+    }
+    async fn sending_halts(&self) -> engager_store::StoreResult<Vec<engager_store::SendingHalt>> {
+        unreachable!()
+    }
+    async fn suppression_list(&self) -> engager_store::StoreResult<Vec<SuppressionRecord>> {
+        unreachable!()
+    }
+    async fn resolve_review(
+        &self,
+        _: engager_domain::DeliveryId,
+        _: &engager_store::ReviewResolution,
+        _: DateTime<Utc>,
+    ) -> engager_store::StoreResult<bool> {
+        unreachable!()
+    }
+    async fn add_suppressions(&self, _: &[SuppressionRecord]) -> engager_store::StoreResult<u64> {
+        unreachable!()
+    }
+    async fn export_subject(&self, _: LeadId) -> engager_store::StoreResult<serde_json::Value> {
+        unreachable!()
+    }
+    async fn erase_subject(
+        &self,
+        _: LeadId,
+        _: &engager_store::AuditEntry,
+    ) -> engager_store::StoreResult<engager_store::ErasureReport> {
+        unreachable!()
+    }
+    async fn append_audit(&self, _: &engager_store::AuditEntry) -> engager_store::StoreResult<()> {
+        unreachable!()
+    }
+    async fn apply_retention(
+        &self,
+        _: &engager_store::gdpr::RetentionCutoffs,
+        _: bool,
+    ) -> engager_store::StoreResult<engager_store::gdpr::RetentionReport> {
+        unreachable!()
+    }
+    async fn audit_log(
+        &self,
+        _: DateTime<Utc>,
+    ) -> engager_store::StoreResult<Vec<engager_store::AuditEntry>> {
+        unreachable!()
+    }
+    async fn set_sending_halt(
+        &self,
+        _: &engager_store::SendingHalt,
+    ) -> engager_store::StoreResult<bool> {
+        unreachable!()
+    }
+    async fn sms_message(
+        &self,
+        _: &str,
+    ) -> engager_store::StoreResult<Option<engager_store::SmsMessage>> {
+        unreachable!()
+    }
+    async fn apply_sms_status(
+        &self,
+        _: &engager_store::SmsStatusChange,
+    ) -> engager_store::StoreResult<bool> {
+        unreachable!()
+    }
+    async fn apply_sms_inbound(
+        &self,
+        _: &engager_store::SmsInbound,
+    ) -> engager_store::StoreResult<engager_store::SmsInboundOutcome> {
+        unreachable!()
+    }
+    async fn sms_inbound_log(
+        &self,
+        _: &str,
+    ) -> engager_store::StoreResult<Vec<engager_store::SmsInboundRecord>> {
+        unreachable!()
+    }
+    async fn record_external_event(
+        &self,
+        _: &engager_store::NewEvent,
+        _: &str,
+    ) -> engager_store::StoreResult<Option<engager_store::EventEffects>> {
+        unreachable!()
+    }
+    async fn stop_domain_sequences(
+        &self,
+        _: &str,
+        _: &str,
+        _: DateTime<Utc>,
+    ) -> engager_store::StoreResult<engager_store::EventEffects> {
+        unreachable!()
+    }
+    async fn find_delivery(
+        &self,
+        _: engager_domain::DeliveryId,
+    ) -> engager_store::StoreResult<Option<engager_store::DeliveryRecord>> {
+        unreachable!()
+    }
+    async fn find_delivery_by_provider_ref(
+        &self,
+        _: &str,
+    ) -> engager_store::StoreResult<Option<engager_store::DeliveryRecord>> {
+        unreachable!()
+    }
+    async fn inbound_cursor(
+        &self,
+        _: &str,
+    ) -> engager_store::StoreResult<Option<engager_store::InboundCursor>> {
+        unreachable!()
+    }
+    async fn save_inbound_cursor(
+        &self,
+        _: &engager_store::InboundCursor,
+    ) -> engager_store::StoreResult<()> {
+        unreachable!()
+    }
+    async fn open_task(
+        &self,
+        _: &engager_store::NewTask,
+        _: i64,
+        _: DateTime<Utc>,
+    ) -> engager_store::StoreResult<Option<engager_store::TaskRecord>> {
+        unreachable!()
+    }
+    async fn task(&self, _: i64) -> engager_store::StoreResult<Option<engager_store::TaskRecord>> {
+        unreachable!()
+    }
+    async fn tasks(
+        &self,
+        _: &engager_store::TaskFilter,
+    ) -> engager_store::StoreResult<Vec<engager_store::TaskRecord>> {
+        unreachable!()
+    }
+    async fn close_task(
+        &self,
+        _: i64,
+        _: &engager_store::TaskClose,
+        _: DateTime<Utc>,
+    ) -> engager_store::StoreResult<bool> {
+        unreachable!()
+    }
     async fn pending_writebacks(
         &self,
         _: &str,
@@ -644,6 +794,47 @@ impl engager_store::Store for NoStore {
         _: &[engager_domain::DeliveryId],
         _: DateTime<Utc>,
     ) -> engager_store::StoreResult<()> {
+        unreachable!()
+    }
+    async fn ai_cached(
+        &self,
+        _: &[String],
+    ) -> engager_store::StoreResult<std::collections::HashMap<String, String>> {
+        unreachable!()
+    }
+    async fn save_ai_cache(
+        &self,
+        _: &str,
+        _: Option<LeadId>,
+        _: &str,
+        _: &str,
+        _: DateTime<Utc>,
+    ) -> engager_store::StoreResult<()> {
+        unreachable!()
+    }
+    async fn record_fallback(
+        &self,
+        _: engager_domain::DeliveryId,
+        _: i64,
+        _: &str,
+        _: &engager_store::Evaluation,
+        _: DateTime<Utc>,
+    ) -> engager_store::StoreResult<bool> {
+        unreachable!()
+    }
+    async fn failed_channels(
+        &self,
+        _: &[engager_domain::EnrollmentId],
+    ) -> engager_store::StoreResult<Vec<engager_store::FailedChannel>> {
+        unreachable!()
+    }
+    async fn take_send_permit(
+        &self,
+        _: &engager_store::PermitRequest,
+    ) -> engager_store::StoreResult<engager_store::Permit> {
+        unreachable!()
+    }
+    async fn pause_account(&self, _: &str, _: DateTime<Utc>) -> engager_store::StoreResult<()> {
         unreachable!()
     }
 }

@@ -197,3 +197,103 @@ pub(crate) fn corrupt_in(
         reason: reason.to_string(),
     }
 }
+
+// --- the shared limiter (both backends store the same rows and decide the same way) ---------
+
+/// Microseconds since the epoch: the stored form of a rate bucket's theoretical arrival time
+/// (finer than milliseconds, so that e.g. 30 per second spaces sends exactly).
+pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+/// The `rate_buckets` rows one permit request reads and writes.
+pub(crate) struct PermitKeys {
+    /// `<account>|pause`.
+    pub pause: String,
+    /// `<account>|rate|<ms>|<count>`, one per rate.
+    pub rates: Vec<String>,
+    /// `<account>|day|<YYYY-MM-DD>` and the day's start (ms), when a cap applies.
+    pub day: Option<(String, i64)>,
+}
+
+impl PermitKeys {
+    pub(crate) fn new(request: &crate::PermitRequest) -> Self {
+        let account = &request.account;
+        let day = request.now.date_naive();
+        Self {
+            pause: pause_key(account),
+            rates: request
+                .rates
+                .iter()
+                .map(|q| format!("{account}|rate|{}|{}", q.per.num_milliseconds(), q.count))
+                .collect(),
+            day: request.daily_cap.map(|_| {
+                let start = day.and_hms_opt(0, 0, 0).map_or(0, |t| ms(t.and_utc()));
+                (format!("{account}|day|{}", day.format("%Y-%m-%d")), start)
+            }),
+        }
+    }
+}
+
+/// The pause row of an account.
+pub(crate) fn pause_key(account: &str) -> String {
+    format!("{account}|pause")
+}
+
+/// Decides a permit from the stored rows: `paused_until` (µs), each rate's theoretical
+/// arrival time (µs; `None` for a fresh bucket) and the permits taken today. On success,
+/// the new arrival time of each rate; otherwise when to come back and why. A GCRA without
+/// burst: with the emission interval T = per / count, a send at `now` is allowed when
+/// tat ≤ now, and moves tat to now + T. Sends are spaced at least T apart, so no window of
+/// length `per` ever holds more than `count` of them, whichever process sent them.
+pub(crate) fn decide_permit(
+    request: &crate::PermitRequest,
+    paused_until: Option<i64>,
+    rate_tats: &[Option<i64>],
+    taken_today: i64,
+) -> Result<Vec<i64>, (DateTime<Utc>, String)> {
+    let now = micros(request.now);
+    // Rounded up to the millisecond the ledger stores, so a row put back until then is
+    // never a hair early.
+    let at = |us: i64| {
+        DateTime::from_timestamp_micros(us.saturating_add(999) / 1000 * 1000).unwrap_or(request.now)
+    };
+    if let Some(until) = paused_until.filter(|u| *u > now) {
+        return Err((
+            at(until),
+            format!("{} was asked by its provider to pause", request.account),
+        ));
+    }
+    if let Some(cap) = request.daily_cap {
+        if taken_today >= i64::from(cap) {
+            let tomorrow = (request.now.date_naive() + chrono::Duration::days(1))
+                .and_hms_opt(0, 0, 0)
+                .map_or(request.now + chrono::Duration::days(1), |t| t.and_utc());
+            return Err((
+                tomorrow,
+                format!(
+                    "daily cap of {cap} reached for {} (shared)",
+                    request.account
+                ),
+            ));
+        }
+    }
+    let mut tats = Vec::with_capacity(request.rates.len());
+    let mut wait: Option<i64> = None;
+    for (quota, tat) in request.rates.iter().zip(rate_tats) {
+        let per = quota.per.num_microseconds().unwrap_or(i64::MAX / 4).max(1);
+        let interval = (per / i64::from(quota.count.max(1))).max(1);
+        let tat = tat.unwrap_or(now);
+        if tat > now {
+            wait = Some(wait.map_or(tat, |w| w.max(tat)));
+        }
+        tats.push(now + interval);
+    }
+    match wait {
+        Some(until) => Err((
+            at(until),
+            format!("rate limit of {} (shared)", request.account),
+        )),
+        None => Ok(tats),
+    }
+}

@@ -7,8 +7,11 @@
 //! (`tests/conformance.rs`).
 
 mod common;
+pub mod gdpr;
 pub mod postgres;
 mod records;
+mod report_records;
+mod sms_records;
 pub mod sqlite;
 
 use std::collections::HashMap;
@@ -18,7 +21,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use engager_domain::{CampaignId, DeliveryId, LeadId, NewLead};
 
+pub use gdpr::{AuditEntry, ErasureReport};
 pub use records::*;
+pub use report_records::*;
+pub use sms_records::*;
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -216,6 +222,33 @@ pub trait Store: Send + Sync {
         reason: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
+    /// Records a permanent failure of a channel and the planner's re-evaluation of the same
+    /// step without it, in one transaction: the row becomes `failed` with `error` (checked
+    /// against the fencing token like `record_outcome`), the evaluation's trace is appended
+    /// and its decision applied to the enrollment as if it were active at that step (a
+    /// `Plan` adds the fallback row, which the enrollment then waits for). False when the
+    /// token is stale, in which case nothing is written.
+    async fn record_fallback(
+        &self,
+        id: DeliveryId,
+        token: i64,
+        error: &str,
+        evaluation: &Evaluation,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// The `failed` deliveries of these enrollments (every step), so that a re-planned step
+    /// never tries a channel that already failed for good.
+    async fn failed_channels(
+        &self,
+        enrollments: &[engager_domain::EnrollmentId],
+    ) -> StoreResult<Vec<FailedChannel>>;
+    /// Takes one send permit of an account from the limiter shared by every process on the
+    /// database (a pause set by `pause_account`, a GCRA row per rate, a daily count), all or
+    /// nothing in one transaction.
+    async fn take_send_permit(&self, request: &PermitRequest) -> StoreResult<Permit>;
+    /// Holds every permit of an account until `until` (the provider asked us to slow
+    /// down); a later pause never shortens an earlier one.
+    async fn pause_account(&self, account: &str, until: DateTime<Utc>) -> StoreResult<()>;
     /// Sends per channel at or after `since` (to seed daily caps).
     async fn sent_counts_since(
         &self,
@@ -248,14 +281,133 @@ pub trait Store: Send + Sync {
         source: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
+    /// Approves (with checked text) or drops a message held for review; false when it is no
+    /// longer `pending_review`.
+    async fn resolve_review(
+        &self,
+        id: DeliveryId,
+        resolution: &ReviewResolution,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// The whole suppression list, by kind and value.
+    async fn suppression_list(&self) -> StoreResult<Vec<SuppressionRecord>>;
+    /// Adds many entries in one transaction (those already listed are left as they are);
+    /// returns how many were new.
+    async fn add_suppressions(&self, entries: &[SuppressionRecord]) -> StoreResult<u64>;
     /// The events of one lead, oldest first.
     async fn events_for_lead(&self, lead: LeadId) -> StoreResult<Vec<EventRecord>>;
+
+    // --- inbound mail (replies, bounces) ----------------------------------------------------
+
+    /// Like [`Store::record_event`], once per `external_id` (e.g. the inbound message's
+    /// Message-ID): `None`, and nothing written, when an event with that id already exists.
+    async fn record_external_event(
+        &self,
+        event: &NewEvent,
+        external_id: &str,
+    ) -> StoreResult<Option<EventEffects>>;
+    /// Stops the active sequences of every lead whose email is at `domain` (a reply from one
+    /// person at a company stops the company), cancelling their pending deliveries and open
+    /// tasks.
+    async fn stop_domain_sequences(
+        &self,
+        domain: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<EventEffects>;
+    /// One ledger row by id.
+    async fn find_delivery(&self, id: DeliveryId) -> StoreResult<Option<DeliveryRecord>>;
+    /// The ledger row whose provider reference (e.g. Graph's internetMessageId) is this.
+    async fn find_delivery_by_provider_ref(
+        &self,
+        provider_ref: &str,
+    ) -> StoreResult<Option<DeliveryRecord>>;
+    /// How far an inbound mailbox has been read.
+    async fn inbound_cursor(&self, source: &str) -> StoreResult<Option<InboundCursor>>;
+    /// Saves how far an inbound mailbox has been read.
+    async fn save_inbound_cursor(&self, cursor: &InboundCursor) -> StoreResult<()>;
+
+    // --- tasks for a person (LinkedIn) -----------------------------------------------------
+
+    /// Hands a claimed delivery to a person: atomically checks the claim (`token`, state
+    /// `sending`), opens the task and drops the delivery's lease (a task is never recovered
+    /// as an interrupted send). `None` when the claim was lost. At most one task per delivery.
+    async fn open_task(
+        &self,
+        task: &NewTask,
+        token: i64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<TaskRecord>>;
+    /// One task.
+    async fn task(&self, id: i64) -> StoreResult<Option<TaskRecord>>;
+    /// Tasks matching a filter, by deadline then id.
+    async fn tasks(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>>;
+    /// Closes an open task and moves its delivery and enrollment on, in one transaction;
+    /// false when the task is not open.
+    async fn close_task(&self, id: i64, close: &TaskClose, now: DateTime<Utc>)
+        -> StoreResult<bool>;
+
+    // --- SMS webhooks (Twilio status callbacks and inbound messages) -----------------------
+
+    /// The SMS delivery whose provider reference is this Message SID, with the provider
+    /// status applied so far.
+    async fn sms_message(&self, message_sid: &str) -> StoreResult<Option<SmsMessage>>;
+    /// Applies a provider status to an SMS delivery in one transaction: the status (only if
+    /// the current one is still `change.expected`; false, and nothing written, otherwise),
+    /// its event with that event's effects, its suppression and its delivery note.
+    async fn apply_sms_status(&self, change: &SmsStatusChange) -> StoreResult<bool>;
+    /// Applies an inbound SMS in one transaction, once per Message SID: an opt-out suppresses
+    /// the number and records an `unsubscribed` event for each lead with that number (which
+    /// stops its sequences); an opt-in lifts the number's suppression; a reply records a
+    /// `replied` event for each such lead (which stops its sequences); every message is
+    /// logged (the audit trail of consent by number).
+    async fn apply_sms_inbound(&self, inbound: &SmsInbound) -> StoreResult<SmsInboundOutcome>;
+    /// The inbound SMS logged from a number, oldest first.
+    async fn sms_inbound_log(&self, from: &str) -> StoreResult<Vec<SmsInboundRecord>>;
 
     // --- reporting -------------------------------------------------------------------------
 
     /// Per campaign, step and channel: deliveries by state, final trace outcomes by reason,
     /// and events by kind.
     async fn step_summary(&self) -> StoreResult<Vec<SummaryRow>>;
+    /// The sent deliveries of a period (one fact each, with the engagement that followed
+    /// it) and the conversions of their leads, for `engager report`.
+    async fn report_facts(&self, query: &ReportQuery) -> StoreResult<ReportFacts>;
+    /// What was sent on a channel at or after `since`, with the hard bounces, complaints,
+    /// unsubscribes and replies those sends drew (the deliverability monitor's input).
+    async fn sending_counts(
+        &self,
+        channel: engager_domain::Channel,
+        since: DateTime<Utc>,
+    ) -> StoreResult<engager_domain::deliverability::SendingCounts>;
+    /// The deliverability monitor's halts and resumptions, one per channel.
+    async fn sending_halts(&self) -> StoreResult<Vec<SendingHalt>>;
+    /// Halts or resumes a channel; false when it was already in that state (the first
+    /// halt's reason and time are kept).
+    async fn set_sending_halt(&self, halt: &SendingHalt) -> StoreResult<bool>;
+
+    // --- data-subject rights and the audit log ---------------------------------------------
+
+    /// Everything held about one lead, table by table (every table `gdpr::TABLES` marks as
+    /// holding personal data), as JSON.
+    async fn export_subject(&self, lead: LeadId) -> StoreResult<serde_json::Value>;
+    /// Erases one lead's personal data everywhere in one transaction: sequences stopped,
+    /// queued sends cancelled, personal columns blanked or rows deleted, suppression entries
+    /// kept as a keyed hash (the person stays suppressed), and `audit` appended to the log.
+    async fn erase_subject(&self, lead: LeadId, audit: &AuditEntry) -> StoreResult<ErasureReport>;
+    /// Appends to the compliance audit log (which cannot be changed or deleted).
+    async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+    /// The audit log at or after `since`, oldest first.
+    async fn audit_log(&self, since: DateTime<Utc>) -> StoreResult<Vec<AuditEntry>>;
+    /// The retention policy: blanks the texts of finished deliveries older than one cutoff,
+    /// and event details, traces' gates, SMS received, AI drafts and closed tasks' texts
+    /// older than the other (rows and counts stay; suppression entries are never touched).
+    /// With `dry_run`, counts what would change and changes nothing.
+    async fn apply_retention(
+        &self,
+        cutoffs: &gdpr::RetentionCutoffs,
+        dry_run: bool,
+    ) -> StoreResult<gdpr::RetentionReport>;
 
     // --- source write-back -------------------------------------------------------------------
 
@@ -267,4 +419,18 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<Vec<Writeback>>;
     /// Marks deliveries as written back to their source.
     async fn mark_written_back(&self, ids: &[DeliveryId], now: DateTime<Utc>) -> StoreResult<()>;
+
+    // --- AI personalization cache -------------------------------------------------------------
+
+    /// The cached AI outcomes (JSON) of the keys that have one.
+    async fn ai_cached(&self, keys: &[String]) -> StoreResult<HashMap<String, String>>;
+    /// Stores an AI outcome under its key; an existing entry is kept (same key, same inputs).
+    async fn save_ai_cache(
+        &self,
+        key: &str,
+        lead: Option<LeadId>,
+        model: &str,
+        outcome: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
 }

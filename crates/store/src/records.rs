@@ -249,6 +249,9 @@ pub struct NewDelivery {
 pub enum PlanDecision {
     /// Plan this delivery; the enrollment waits for it.
     Plan(NewDelivery),
+    /// Hold this delivery for a person's review (`pending_review`, never claimed until
+    /// approved); the enrollment waits for it.
+    Review(NewDelivery),
     /// Evaluate again at `until`.
     Defer {
         /// When.
@@ -484,4 +487,207 @@ pub struct Writeback {
     pub source: String,
     /// When it was sent.
     pub sent_at: DateTime<Utc>,
+}
+
+/// How far an inbound mailbox has been read (`source` names it: `imap:user@host/INBOX`,
+/// `graph:mailbox/inbox`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundCursor {
+    /// The mailbox.
+    pub source: String,
+    /// IMAP: the folder's UIDVALIDITY when `last_uid` was read.
+    pub uid_validity: Option<u32>,
+    /// IMAP: the highest UID whose events are recorded.
+    pub last_uid: Option<u32>,
+    /// Graph: the `receivedDateTime` of the newest message whose events are recorded.
+    pub last_received_at: Option<DateTime<Utc>>,
+    /// When it last moved.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Where a task for a person stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskState {
+    /// Waiting for a person; its delivery is `sending`.
+    Open,
+    /// Done by a person; its delivery is `sent`.
+    Done,
+    /// Skipped (by a person, or at its deadline); its delivery is `cancelled`.
+    Skipped,
+    /// Not done by its deadline; its delivery is `cancelled` and the step was planned on
+    /// another channel.
+    FellBack,
+    /// The lead's sequence stopped (reply, bounce, opt-out) while it was open.
+    Cancelled,
+}
+
+impl TaskState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Open => "open",
+            TaskState::Done => "done",
+            TaskState::Skipped => "skipped",
+            TaskState::FellBack => "fell_back",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "open" => Some(TaskState::Open),
+            "done" => Some(TaskState::Done),
+            "skipped" => Some(TaskState::Skipped),
+            "fell_back" => Some(TaskState::FellBack),
+            "cancelled" => Some(TaskState::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+/// A task to open for a delivery a person must send by hand (a LinkedIn step).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTask {
+    /// The delivery (claimed and `sending`).
+    pub delivery_id: DeliveryId,
+    /// `connection_note` or `message`.
+    pub kind: String,
+    /// The profile to open.
+    pub profile_url: String,
+    /// The personalized text to send.
+    pub body: String,
+    /// The deadline.
+    pub due_at: DateTime<Utc>,
+    /// What happens at the deadline: `skip` or `fallback`.
+    pub on_deadline: String,
+}
+
+/// A stored task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRecord {
+    /// Id.
+    pub id: i64,
+    /// Its delivery.
+    pub delivery_id: DeliveryId,
+    /// The enrollment.
+    pub enrollment_id: EnrollmentId,
+    /// The campaign.
+    pub campaign_id: CampaignId,
+    /// The lead.
+    pub lead_id: LeadId,
+    /// Step index.
+    pub step_index: usize,
+    /// The channel (LinkedIn).
+    pub channel: Channel,
+    /// `connection_note` or `message`.
+    pub kind: String,
+    /// The profile to open.
+    pub profile_url: String,
+    /// The text to send.
+    pub body: String,
+    /// State.
+    pub state: TaskState,
+    /// The deadline.
+    pub due_at: DateTime<Utc>,
+    /// `skip` or `fallback`.
+    pub on_deadline: String,
+    /// Why it was skipped, or what it fell back to.
+    pub note: Option<String>,
+    /// When it was opened.
+    pub created_at: DateTime<Utc>,
+    /// When it was closed.
+    pub closed_at: Option<DateTime<Utc>>,
+}
+
+/// Which tasks to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    /// Only this state.
+    pub state: Option<TaskState>,
+    /// Only tasks whose deadline is at or before this instant.
+    pub due_before: Option<DateTime<Utc>>,
+    /// Only this lead.
+    pub lead: Option<LeadId>,
+    /// At most this many.
+    pub limit: Option<usize>,
+}
+
+/// How an open task ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskClose {
+    /// A person sent it: the delivery is `sent` and the enrollment moves on.
+    Done {
+        /// What the enrollment does next.
+        follow_up: FollowUp,
+    },
+    /// Not sent: the delivery is `cancelled` and the enrollment moves on to the next step.
+    Skipped {
+        /// Why.
+        reason: String,
+        /// What the enrollment does next.
+        follow_up: FollowUp,
+    },
+    /// Not sent by the deadline: the task's row is `cancelled` and a new row for the same
+    /// step is planned on another channel; the enrollment waits for it.
+    Fallback {
+        /// Why.
+        reason: String,
+        /// The delivery on the other channel.
+        delivery: NewDelivery,
+    },
+}
+
+/// A delivery of an enrollment's step that failed for good on its channel: that channel is
+/// not tried again for the step (the planner's fallback excludes it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedChannel {
+    /// The enrollment.
+    pub enrollment_id: EnrollmentId,
+    /// The step.
+    pub step_index: usize,
+    /// The channel that failed.
+    pub channel: Channel,
+    /// The failure kept on the ledger row.
+    pub error: String,
+}
+
+/// One rate of a sending account for the shared limiter: at most `count` sends per `per`,
+/// as a GCRA (a burst of up to `count`, then evenly spaced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateQuota {
+    /// The window.
+    pub per: chrono::Duration,
+    /// Sends allowed in the window.
+    pub count: u32,
+}
+
+/// A request for one send permit from the database-backed limiter, shared by every process
+/// on the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PermitRequest {
+    /// `channel:provider`.
+    pub account: String,
+    /// The account's channel (its sends today seed the daily count).
+    pub channel: Channel,
+    /// The account's rates; every one must allow the send.
+    pub rates: Vec<RateQuota>,
+    /// Today's cap of permits (UTC day), if any.
+    pub daily_cap: Option<u32>,
+    /// The instant of the request.
+    pub now: DateTime<Utc>,
+}
+
+/// The shared limiter's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Permit {
+    /// Send now (the permit is taken).
+    Granted,
+    /// Not before `until`; nothing was taken.
+    Wait {
+        /// When a permit may be available.
+        until: DateTime<Utc>,
+        /// Why: `paused`, `rate` or `daily_cap`.
+        reason: String,
+    },
 }

@@ -919,6 +919,265 @@ async fn a_released_claim_waits_for_its_new_time(store: Arc<dyn Store>) {
     assert!(again.fencing_token > d.fencing_token);
 }
 
+/// A permanent channel failure and the step's fallback are recorded together: the failed
+/// row keeps its error, a planned row on the next channel appears, the enrollment waits for
+/// it; a stale token writes nothing; a channel is never planned twice for one step, and a
+/// live row blocks another plan of its step.
+async fn a_failed_channel_falls_back_in_one_transaction(store: Arc<dyn Store>) {
+    let (_, ids) = seed(store.as_ref(), 2).await;
+    let claimed = store
+        .claim_due_deliveries(t0(), 10, "w1", Duration::minutes(5))
+        .await
+        .unwrap();
+    let d = claimed.iter().find(|d| d.lead_id == ids[0]).unwrap();
+    assert!(store
+        .begin_send(d.id, d.fencing_token, t0(), Duration::minutes(5))
+        .await
+        .unwrap());
+    let enrollment = store.enrollments_for_lead(ids[0]).await.unwrap()[0].clone();
+    let lead = store.lead(ids[0]).await.unwrap().unwrap();
+    let due = DueEnrollment {
+        enrollment: enrollment.clone(),
+        lead,
+    };
+    let mut fallback = plan(&due, t0() + Duration::minutes(1));
+    if let PlanDecision::Plan(next) = &mut fallback.decision {
+        next.channel = Channel::Sms;
+        next.to_address = "+15555550100".into();
+        next.subject = None;
+    }
+    fallback.trace.gates[0].reason = "fell back from email to sms: 550 5.1.1".into();
+    let error = "permanent failure: 550 5.1.1 no such user";
+    // A stale token records nothing.
+    assert!(!store
+        .record_fallback(d.id, d.fencing_token - 1, error, &fallback, t0())
+        .await
+        .unwrap());
+    assert!(store
+        .record_fallback(d.id, d.fencing_token, error, &fallback, t0())
+        .await
+        .unwrap());
+    let rows = store
+        .deliveries(&DeliveryFilter {
+            lead: Some(ids[0]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let failed = rows.iter().find(|r| r.channel == Channel::Email).unwrap();
+    assert_eq!(failed.state, DeliveryState::Failed);
+    assert_eq!(failed.last_error.as_deref(), Some(error));
+    let next = rows.iter().find(|r| r.channel == Channel::Sms).unwrap();
+    assert_eq!(
+        (
+            next.state,
+            next.step_index,
+            next.send_at,
+            next.enrollment_id
+        ),
+        (
+            DeliveryState::Planned,
+            0,
+            t0() + Duration::minutes(1),
+            enrollment.id
+        )
+    );
+    let e = &store.enrollments_for_lead(ids[0]).await.unwrap()[0];
+    assert_eq!((e.state, e.current_step), (EnrollmentState::Waiting, 0));
+    let traces = store.traces_for_lead(ids[0]).await.unwrap();
+    assert_eq!(
+        traces.last().unwrap().gates[0].reason,
+        "fell back from email to sms: 550 5.1.1"
+    );
+    let failed_channels = store.failed_channels(&[enrollment.id]).await.unwrap();
+    assert_eq!(
+        failed_channels,
+        vec![FailedChannel {
+            enrollment_id: enrollment.id,
+            step_index: 0,
+            channel: Channel::Email,
+            error: error.into(),
+        }]
+    );
+    assert!(store.failed_channels(&[]).await.unwrap().is_empty());
+    // The fallback row is claimable and the enrollment moves on when it is sent.
+    let again = store
+        .claim_due_deliveries(t0() + Duration::minutes(1), 10, "w1", Duration::minutes(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![next.id]
+    );
+    assert!(store
+        .begin_send(
+            next.id,
+            again[0].fencing_token,
+            t0() + Duration::minutes(1),
+            Duration::minutes(5)
+        )
+        .await
+        .unwrap());
+    // The sms fails too and nothing is left: the step stops as failed.
+    let stop = Evaluation {
+        trace: trace(&due, "stopped", t0()),
+        decision: PlanDecision::Stop {
+            reason: "delivery_failed".into(),
+        },
+    };
+    assert!(store
+        .record_fallback(
+            next.id,
+            again[0].fencing_token,
+            "permanent failure: landline",
+            &stop,
+            t0()
+        )
+        .await
+        .unwrap());
+    let e = &store.enrollments_for_lead(ids[0]).await.unwrap()[0];
+    assert_eq!(
+        (e.state, e.stop_reason.as_deref()),
+        (EnrollmentState::Stopped, Some("delivery_failed"))
+    );
+    assert_eq!(
+        store.failed_channels(&[enrollment.id]).await.unwrap().len(),
+        2
+    );
+    // The other lead's row is live: planning its step again adds nothing.
+    let other = store.enrollments_for_lead(ids[1]).await.unwrap()[0].clone();
+    let other_due = DueEnrollment {
+        enrollment: EnrollmentRecord {
+            state: EnrollmentState::Active,
+            ..other
+        },
+        lead: store.lead(ids[1]).await.unwrap().unwrap(),
+    };
+    let mut sms = plan(&other_due, t0());
+    if let PlanDecision::Plan(next) = &mut sms.decision {
+        next.channel = Channel::Sms;
+    }
+    store.record_evaluations(&[sms], t0()).await.unwrap();
+    assert_eq!(
+        store
+            .deliveries(&DeliveryFilter {
+                lead: Some(ids[1]),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+fn permit(account: &str, now: DateTime<Utc>, per_minute: u32, cap: Option<u32>) -> PermitRequest {
+    PermitRequest {
+        account: account.into(),
+        channel: Channel::Email,
+        rates: vec![RateQuota {
+            per: Duration::minutes(1),
+            count: per_minute,
+        }],
+        daily_cap: cap,
+        now,
+    }
+}
+
+/// The shared limiter: two handles on one database take permits from the same rows. Sends
+/// are spaced evenly (no burst), a daily cap counts every process's permits, a provider's
+/// pause holds every process, and accounts are independent.
+async fn two_handles_share_one_rate_limit(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    // 6 per minute: one every 10 s. Asked every 2.5 s, alternately by each handle, for 2 min.
+    let mut granted = Vec::new();
+    for i in 0..48 {
+        let now = t0() + Duration::milliseconds(2500 * i);
+        let store = if i % 2 == 0 { &a } else { &b };
+        match store
+            .take_send_permit(&permit("email:graph", now, 6, None))
+            .await
+            .unwrap()
+        {
+            Permit::Granted => granted.push(now),
+            Permit::Wait { until, reason } => {
+                assert!(
+                    until > now && until <= now + Duration::seconds(10),
+                    "{until} {now}"
+                );
+                assert!(reason.contains("rate limit of email:graph"), "{reason}");
+            }
+        }
+    }
+    assert_eq!(granted.len(), 12, "{granted:?}");
+    assert!(granted
+        .windows(2)
+        .all(|w| w[1] - w[0] >= Duration::seconds(10)));
+    // Concurrent requests at one instant: exactly one permit.
+    let now = t0() + Duration::hours(1);
+    let request = permit("email:graph", now, 6, None);
+    let (x, y) = tokio::join!(a.take_send_permit(&request), b.take_send_permit(&request));
+    let grants = [x.unwrap(), y.unwrap()]
+        .iter()
+        .filter(|p| **p == Permit::Granted)
+        .count();
+    assert_eq!(grants, 1);
+    // A daily cap of 3 across both handles, then tomorrow.
+    let mut day = 0;
+    for i in 0..6 {
+        let now = t0() + Duration::hours(2) + Duration::minutes(i);
+        let store = if i % 2 == 0 { &a } else { &b };
+        match store
+            .take_send_permit(&permit("sms:twilio", now, 60, Some(3)))
+            .await
+            .unwrap()
+        {
+            Permit::Granted => day += 1,
+            Permit::Wait { until, reason } => {
+                assert!(reason.contains("daily cap of 3"), "{reason}");
+                assert_eq!(
+                    until,
+                    (t0() + Duration::days(1))
+                        .date_naive()
+                        .and_hms_opt(0, 0, 0)
+                        .unwrap()
+                        .and_utc()
+                );
+            }
+        }
+    }
+    assert_eq!(day, 3);
+    // A pause set through one handle holds the other; a shorter pause never shortens it.
+    let now = t0() + Duration::hours(3);
+    a.pause_account("email:graph", now + Duration::seconds(30))
+        .await
+        .unwrap();
+    a.pause_account("email:graph", now + Duration::seconds(5))
+        .await
+        .unwrap();
+    match b
+        .take_send_permit(&permit("email:graph", now + Duration::seconds(10), 6, None))
+        .await
+        .unwrap()
+    {
+        Permit::Wait { until, .. } => assert_eq!(until, now + Duration::seconds(30)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        b.take_send_permit(&permit("email:graph", now + Duration::seconds(30), 6, None))
+            .await
+            .unwrap(),
+        Permit::Granted
+    );
+    // Another account is not held.
+    assert_eq!(
+        b.take_send_permit(&permit("email:smtp", now, 6, None))
+            .await
+            .unwrap(),
+        Permit::Granted
+    );
+}
+
 /// The planner's history batch: touches with channel, state, enrollment and step, and
 /// engagement events without `sent`/`delivered`, oldest first, filtered by `since`.
 async fn contact_history_returns_touches_and_engagement_per_lead(store: Arc<dyn Store>) {
@@ -1005,6 +1264,514 @@ async fn contact_history_returns_touches_and_engagement_per_lead(store: Arc<dyn 
     assert!(store.contact_history(&[], t0()).await.unwrap().is_empty());
 }
 
+async fn send_one(store: &dyn Store, at: DateTime<Utc>) -> DeliveryRecord {
+    let claimed = store
+        .claim_due_deliveries(at, 1, "w", Duration::minutes(5))
+        .await
+        .unwrap();
+    let d = claimed.into_iter().next().expect("a due delivery");
+    assert!(store
+        .begin_send(d.id, d.fencing_token, at, Duration::minutes(5))
+        .await
+        .unwrap());
+    assert!(store
+        .record_outcome(
+            d.id,
+            d.fencing_token,
+            &SendOutcome::Sent {
+                provider_ref: format!("ref-{}", d.id.0),
+            },
+            &FollowUp::Complete,
+            at,
+        )
+        .await
+        .unwrap());
+    d
+}
+
+async fn report_facts_flag_engagement_and_list_conversions(store: Arc<dyn Store>) {
+    let (_, ids) = seed(store.as_ref(), 3).await;
+    let first = send_one(store.as_ref(), t0()).await;
+    let second = send_one(store.as_ref(), t0() + Duration::minutes(1)).await;
+    let event = |d: &DeliveryRecord, kind: EventKind, minutes: i64, detail: &str| NewEvent {
+        lead_id: d.lead_id,
+        delivery_id: Some(d.id),
+        kind,
+        occurred_at: t0() + Duration::minutes(minutes),
+        detail: detail.into(),
+        source: "t".into(),
+    };
+    for e in [
+        event(&first, EventKind::Opened, 5, "{}"),
+        event(&first, EventKind::Clicked, 6, "{}"),
+        event(&first, EventKind::Replied, 60, "{}"),
+        event(&second, EventKind::Opened, 2, r#"{"automated":true}"#),
+        event(&second, EventKind::Clicked, 2, r#"{"automated":true}"#),
+    ] {
+        store.record_event(&e).await.unwrap();
+    }
+    store
+        .record_event(&NewEvent {
+            delivery_id: None,
+            ..event(
+                &first,
+                EventKind::Converted,
+                120,
+                r#"{"value":2500.5,"note":"demo"}"#,
+            )
+        })
+        .await
+        .unwrap();
+    let facts = store
+        .report_facts(&ReportQuery {
+            campaign: Some("intro".into()),
+            since: t0() - Duration::days(1),
+            until: t0() + Duration::days(1),
+        })
+        .await
+        .unwrap();
+    assert_eq!(facts.deliveries.len(), 2, "only sent deliveries: {facts:?}");
+    let (a, b) = (&facts.deliveries[0], &facts.deliveries[1]);
+    assert_eq!((a.delivery_id, b.delivery_id), (first.id, second.id));
+    assert_eq!(
+        (a.campaign.as_str(), a.step_index, a.channel),
+        ("intro", 0, Channel::Email)
+    );
+    assert_eq!(a.country, "US");
+    assert!(a.opened && a.clicked && a.replied && !a.negative_reply && !a.bounced);
+    assert_eq!(a.first_reply_at, Some(t0() + Duration::minutes(60)));
+    assert!(
+        !b.opened && !b.clicked,
+        "automated opens and clicks are not a person's"
+    );
+    assert_eq!(b.sent_at, t0() + Duration::minutes(1));
+    assert_eq!(facts.conversions.len(), 1);
+    assert_eq!(facts.conversions[0].lead_id, first.lead_id);
+    assert_eq!(facts.conversions[0].value, Some(2500.5));
+    let other = store
+        .report_facts(&ReportQuery {
+            campaign: Some("other".into()),
+            since: t0() - Duration::days(1),
+            until: t0() + Duration::days(1),
+        })
+        .await
+        .unwrap();
+    assert_eq!(other, ReportFacts::default());
+    let later = store
+        .report_facts(&ReportQuery {
+            campaign: None,
+            since: t0() + Duration::seconds(30),
+            until: t0() + Duration::days(1),
+        })
+        .await
+        .unwrap();
+    assert_eq!(later.deliveries.len(), 1, "the period bounds the send time");
+    assert!(later.conversions.len() <= 1);
+    assert_eq!(ids.len(), 3);
+}
+
+async fn inbound_events_are_recorded_once_and_cursors_persist(store: Arc<dyn Store>) {
+    let (_, ids) = seed(store.as_ref(), 3).await;
+    let d = send_one(store.as_ref(), t0()).await;
+    assert_eq!(store.find_delivery(d.id).await.unwrap().unwrap().id, d.id);
+    assert!(store
+        .find_delivery(engager_domain::DeliveryId(999_999))
+        .await
+        .unwrap()
+        .is_none());
+    let by_ref = store
+        .find_delivery_by_provider_ref(&format!("ref-{}", d.id.0))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_ref.id, d.id);
+    assert!(store
+        .find_delivery_by_provider_ref("<nope@x>")
+        .await
+        .unwrap()
+        .is_none());
+    let reply = NewEvent {
+        lead_id: d.lead_id,
+        delivery_id: Some(d.id),
+        kind: EventKind::Replied,
+        occurred_at: t0() + Duration::hours(1),
+        detail: "{}".into(),
+        source: "inbound:test".into(),
+    };
+    let first = store
+        .record_external_event(&reply, "<r1@mail.example>")
+        .await
+        .unwrap()
+        .expect("recorded the first time");
+    assert_eq!(first.enrollments_stopped, 0, "the sequence had completed");
+    assert!(store
+        .record_external_event(&reply, "<r1@mail.example>")
+        .await
+        .unwrap()
+        .is_none());
+    let replies = store
+        .events_for_lead(d.lead_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event.kind == EventKind::Replied)
+        .count();
+    assert_eq!(replies, 1);
+    // A company stop matches the whole domain, never a mere suffix of it.
+    let none = store
+        .stop_domain_sequences("ample.com", "company_replied", t0())
+        .await
+        .unwrap();
+    assert_eq!(none.enrollments_stopped, 0);
+    let company = store
+        .stop_domain_sequences("EXAMPLE.com", "company_replied", t0() + Duration::hours(2))
+        .await
+        .unwrap();
+    assert_eq!(company.enrollments_stopped, 2);
+    assert_eq!(company.deliveries_cancelled, 2);
+    for id in ids.iter().filter(|id| **id != d.lead_id) {
+        let e = &store.enrollments_for_lead(*id).await.unwrap()[0];
+        assert_eq!(e.state, EnrollmentState::Stopped);
+        assert_eq!(e.stop_reason.as_deref(), Some("company_replied"));
+    }
+    // Cursors.
+    assert!(store.inbound_cursor("imap:a").await.unwrap().is_none());
+    let mut cursor = InboundCursor {
+        source: "imap:a".into(),
+        uid_validity: Some(u32::MAX),
+        last_uid: Some(7),
+        last_received_at: None,
+        updated_at: t0(),
+    };
+    store.save_inbound_cursor(&cursor).await.unwrap();
+    assert_eq!(
+        store.inbound_cursor("imap:a").await.unwrap(),
+        Some(cursor.clone())
+    );
+    cursor.last_uid = Some(9);
+    cursor.updated_at = t0() + Duration::minutes(5);
+    store.save_inbound_cursor(&cursor).await.unwrap();
+    assert_eq!(store.inbound_cursor("imap:a").await.unwrap(), Some(cursor));
+    let graph = InboundCursor {
+        source: "graph:m/inbox".into(),
+        uid_validity: None,
+        last_uid: None,
+        last_received_at: Some(t0() + Duration::seconds(3)),
+        updated_at: t0(),
+    };
+    store.save_inbound_cursor(&graph).await.unwrap();
+    assert_eq!(
+        store.inbound_cursor("graph:m/inbox").await.unwrap(),
+        Some(graph)
+    );
+}
+
+async fn tasks_close_in_one_transaction_with_their_delivery(store: Arc<dyn Store>) {
+    let (_, _) = seed(store.as_ref(), 4).await;
+    let mut claimed = store
+        .claim_due_deliveries(t0(), 10, "w", Duration::minutes(5))
+        .await
+        .unwrap();
+    claimed.sort_by_key(|d| d.id);
+    assert_eq!(claimed.len(), 4);
+    let new_task = |d: &DeliveryRecord| NewTask {
+        delivery_id: d.id,
+        kind: "connection_note".into(),
+        profile_url: "https://www.linkedin.com/in/ada".into(),
+        body: "Hi Ada".into(),
+        due_at: t0() + Duration::days(2),
+        on_deadline: "skip".into(),
+    };
+    let mut tasks = Vec::new();
+    for d in &claimed {
+        // Not `sending` yet: no task.
+        assert!(store
+            .open_task(&new_task(d), d.fencing_token, t0())
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store
+            .begin_send(d.id, d.fencing_token, t0(), Duration::minutes(5))
+            .await
+            .unwrap());
+        // A stale token: no task.
+        assert!(store
+            .open_task(&new_task(d), d.fencing_token + 1000, t0())
+            .await
+            .unwrap()
+            .is_none());
+        let task = store
+            .open_task(&new_task(d), d.fencing_token, t0())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(task.state, TaskState::Open);
+        assert_eq!(task.delivery_id, d.id);
+        assert_eq!(task.lead_id, d.lead_id);
+        // At most one task per delivery.
+        let again = store
+            .open_task(&new_task(d), d.fencing_token, t0())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.id, task.id);
+        tasks.push(task);
+    }
+    // The lease is gone: an open task is never recovered as an interrupted send.
+    let recovered = store
+        .recover_expired_leases(t0() + Duration::days(1))
+        .await
+        .unwrap();
+    assert_eq!(recovered.unknown, 0);
+    let row = store.find_delivery(claimed[0].id).await.unwrap().unwrap();
+    assert_eq!(row.state, DeliveryState::Sending);
+    assert_eq!(row.claimed_by, Some(format!("task:{}", tasks[0].id)));
+    assert_eq!(row.lease_until, None);
+    let open = TaskFilter {
+        state: Some(TaskState::Open),
+        ..Default::default()
+    };
+    assert_eq!(store.tasks(&open).await.unwrap().len(), 4);
+    assert!(store
+        .tasks(&TaskFilter {
+            due_before: Some(t0() + Duration::days(1)),
+            ..open.clone()
+        })
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Done: sent, with a `sent` event, and the enrollment moves on.
+    let next = t0() + Duration::days(3);
+    assert!(store
+        .close_task(
+            tasks[0].id,
+            &TaskClose::Done {
+                follow_up: FollowUp::NextStepAt(next)
+            },
+            t0() + Duration::hours(1)
+        )
+        .await
+        .unwrap());
+    let row = store.find_delivery(claimed[0].id).await.unwrap().unwrap();
+    assert_eq!(row.state, DeliveryState::Sent);
+    assert_eq!(row.provider_ref, Some(format!("task:{}", tasks[0].id)));
+    let e = &store.enrollments_for_lead(tasks[0].lead_id).await.unwrap()[0];
+    assert_eq!(
+        (e.state, e.current_step, e.next_due_at),
+        (EnrollmentState::Active, 1, Some(next))
+    );
+    assert!(store
+        .events_for_lead(tasks[0].lead_id)
+        .await
+        .unwrap()
+        .iter()
+        .any(|e| e.event.kind == EventKind::Sent));
+    // A closed task cannot be closed again.
+    assert!(!store
+        .close_task(
+            tasks[0].id,
+            &TaskClose::Done {
+                follow_up: FollowUp::Complete
+            },
+            t0()
+        )
+        .await
+        .unwrap());
+
+    // Skipped: cancelled, the enrollment moves on.
+    assert!(store
+        .close_task(
+            tasks[1].id,
+            &TaskClose::Skipped {
+                reason: "not connected".into(),
+                follow_up: FollowUp::Complete
+            },
+            t0()
+        )
+        .await
+        .unwrap());
+    let row = store.find_delivery(claimed[1].id).await.unwrap().unwrap();
+    assert_eq!(row.state, DeliveryState::Cancelled);
+    let skipped = store.task(tasks[1].id).await.unwrap().unwrap();
+    assert_eq!(
+        (skipped.state, skipped.note.as_deref()),
+        (TaskState::Skipped, Some("not connected"))
+    );
+    assert_eq!(
+        store.enrollments_for_lead(tasks[1].lead_id).await.unwrap()[0].state,
+        EnrollmentState::Completed
+    );
+
+    // Fell back: the task's row is cancelled, a new row plans the same step on SMS.
+    assert!(store
+        .close_task(
+            tasks[2].id,
+            &TaskClose::Fallback {
+                reason: "deadline passed".into(),
+                delivery: NewDelivery {
+                    channel: Channel::Sms,
+                    send_at: t0() + Duration::days(2),
+                    to_address: "+14155550123".into(),
+                    subject: None,
+                    body_text: "Hi Ada".into(),
+                    body_html: None,
+                },
+            },
+            t0() + Duration::days(2)
+        )
+        .await
+        .unwrap());
+    let rows = store
+        .deliveries(&DeliveryFilter {
+            lead: Some(tasks[2].lead_id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let sms = rows.iter().find(|r| r.channel == Channel::Sms).unwrap();
+    assert_eq!((sms.state, sms.step_index), (DeliveryState::Planned, 0));
+    let old = rows.iter().find(|r| r.id == claimed[2].id).unwrap();
+    assert_eq!(old.state, DeliveryState::Cancelled);
+    assert_eq!(
+        store.task(tasks[2].id).await.unwrap().unwrap().state,
+        TaskState::FellBack
+    );
+    assert_eq!(
+        store.enrollments_for_lead(tasks[2].lead_id).await.unwrap()[0].state,
+        EnrollmentState::Waiting
+    );
+
+    // A reply stops the sequence and cancels the open task with its delivery.
+    let effects = store
+        .record_event(&NewEvent {
+            lead_id: tasks[3].lead_id,
+            delivery_id: None,
+            kind: EventKind::Replied,
+            occurred_at: t0() + Duration::hours(5),
+            detail: "{}".into(),
+            source: "manual".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(effects.deliveries_cancelled, 1);
+    assert_eq!(
+        store.task(tasks[3].id).await.unwrap().unwrap().state,
+        TaskState::Cancelled
+    );
+    assert_eq!(
+        store
+            .find_delivery(claimed[3].id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        DeliveryState::Cancelled
+    );
+    assert!(store.tasks(&open).await.unwrap().is_empty());
+}
+
+async fn review_holds_until_approved_or_dropped(store: Arc<dyn Store>) {
+    let leads: Vec<NewLead> = (0..2)
+        .map(|i| lead(&format!("review{i}@example.com"), "US"))
+        .collect();
+    let ids: Vec<LeadId> = store
+        .upsert_leads(&leads, t0())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(UpsertOutcome::id)
+        .collect();
+    let campaign = store
+        .save_campaign("reviewed", "Reviewed", "[campaign]", t0())
+        .await
+        .unwrap();
+    store.enroll(campaign, &ids, t0()).await.unwrap();
+    let due = store.due_enrollments(t0(), None, 10).await.unwrap();
+    let evals: Vec<Evaluation> = due
+        .iter()
+        .map(|d| {
+            let mut e = plan(d, t0());
+            if let PlanDecision::Plan(delivery) = e.decision {
+                e.decision = PlanDecision::Review(delivery);
+            }
+            e
+        })
+        .collect();
+    store.record_evaluations(&evals, t0()).await.unwrap();
+    let held = store
+        .deliveries(&DeliveryFilter {
+            state: Some(DeliveryState::PendingReview),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 2);
+    assert!(
+        store
+            .claim_due_deliveries(t0() + Duration::hours(1), 10, "w", Duration::minutes(5))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a held message is never claimed"
+    );
+    let later = t0() + Duration::hours(2);
+    assert!(store
+        .resolve_review(
+            held[0].id,
+            &ReviewResolution::Approve {
+                subject: Some("Edited".into()),
+                body_text: "Checked text".into(),
+                body_html: None,
+            },
+            later,
+        )
+        .await
+        .unwrap());
+    assert!(store
+        .resolve_review(
+            held[1].id,
+            &ReviewResolution::Drop {
+                reason: "off-brand".into(),
+                next_due: Some(later),
+            },
+            later,
+        )
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .resolve_review(
+                held[1].id,
+                &ReviewResolution::Drop {
+                    reason: "again".into(),
+                    next_due: None,
+                },
+                later,
+            )
+            .await
+            .unwrap(),
+        "only a held message can be resolved"
+    );
+    let claimed = store
+        .claim_due_deliveries(later, 10, "w", Duration::minutes(5))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].id, held[0].id);
+    assert_eq!(claimed[0].body_text, "Checked text");
+    assert_eq!(
+        claimed[0].send_at, later,
+        "a past send time moves to the approval"
+    );
+    // The dropped step's enrollment moved on to its next step.
+    let next = store.due_enrollments(later, None, 10).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].lead.id, held[1].lead_id);
+    assert_eq!(next[0].enrollment.current_step, 1);
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1026,6 +1793,15 @@ macro_rules! conformance {
                 let a = engager_store::open(&url).await.unwrap();
                 let b = engager_store::open(&url).await.unwrap();
                 super::concurrent_claimers_never_share_a_row(a, b).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn shared_rate_limit() {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite:{}", dir.path().join("t.db").display());
+                let a = engager_store::open(&url).await.unwrap();
+                let b = engager_store::open(&url).await.unwrap();
+                super::two_handles_share_one_rate_limit(a, b).await;
             }
         }
 
@@ -1050,6 +1826,15 @@ macro_rules! conformance {
                 let b = engager_store::postgres::PgStore::connect_isolated(&url, &schema).await.unwrap();
                 super::concurrent_claimers_never_share_a_row(Arc::new(a), Arc::new(b)).await;
             }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn shared_rate_limit() {
+                let Some(url) = engager_testkit::postgres_url() else { return };
+                let schema = engager_testkit::unique_schema("shared_rate_limit");
+                let a = engager_store::postgres::PgStore::connect_isolated(&url, &schema).await.unwrap();
+                let b = engager_store::postgres::PgStore::connect_isolated(&url, &schema).await.unwrap();
+                super::two_handles_share_one_rate_limit(Arc::new(a), Arc::new(b)).await;
+            }
         }
     };
 }
@@ -1069,4 +1854,9 @@ conformance!(
     suppression_checks_keep_the_callers_keys,
     a_released_claim_waits_for_its_new_time,
     contact_history_returns_touches_and_engagement_per_lead,
+    a_failed_channel_falls_back_in_one_transaction,
+    report_facts_flag_engagement_and_list_conversions,
+    inbound_events_are_recorded_once_and_cursors_persist,
+    tasks_close_in_one_transaction_with_their_delivery,
+    review_holds_until_approved_or_dropped,
 );

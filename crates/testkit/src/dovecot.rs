@@ -246,6 +246,19 @@ service imap-login {{
         command
     }
 
+    /// Runs a `doveadm` command against this server (e.g. `mailbox update -u maya
+    /// --uid-validity 7 INBOX`, `flags remove -u maya $Keyword mailbox INBOX all`), panicking
+    /// with its output when it fails.
+    pub fn doveadm_ok(&self, args: &[&str]) {
+        let output = self.doveadm(args).output().expect("run doveadm");
+        assert!(
+            output.status.success(),
+            "doveadm {args:?} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     /// Dovecot's log.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("dovecot.log")).unwrap_or_default()

@@ -1,11 +1,13 @@
 //! Dev-only helpers shared by Engager's tests: database URLs for the PostgreSQL half of the
-//! conformance story, and faithful fakes of provider APIs.
+//! conformance story, and faithful fakes of provider APIs
+//! (Graph, Twilio, Airtable, OpenAI-compatible chat completions).
 
 pub mod airtable;
 pub mod dovecot;
 pub mod faults;
 pub mod graph;
 pub mod local_server;
+pub mod openai;
 pub mod smtp_sink;
 pub mod twilio;
 

@@ -3,7 +3,10 @@
 //!
 //! Classification is by headers first (`X-MS-Exchange-Message-Is-Ndr`, `Auto-Submitted`,
 //! `Content-Type: multipart/report; report-type=delivery-status`), then by sender and
-//! subject patterns, because Graph exposes no item class for NDRs.
+//! subject patterns, because Graph exposes no item class for NDRs. Automatic answers and
+//! enhanced status codes are recognised by the same rules as mail read over IMAP
+//! ([`crate::inbound::auto_reply_signal_of`]); only the NDR test is Graph's own, because Graph
+//! returns an NDR's text rather than its MIME parts.
 
 use chrono::{DateTime, Utc};
 use engager_domain::DeliveryId;
@@ -269,18 +272,6 @@ const NDR_SUBJECTS: &[&str] = &[
     "failure notice",
     "delivery has failed",
 ];
-const AUTO_REPLY_SUBJECTS: &[&str] = &[
-    "automatic reply:",
-    "auto-reply:",
-    "autoreply:",
-    "auto:",
-    "out of office",
-    "out of the office",
-    "abwesenheitsnotiz",
-    "réponse automatique",
-    "respuesta automática",
-];
-
 /// Tells a bounce and an automatic answer from a person's reply.
 pub fn classify(
     headers: &[(String, String)],
@@ -314,54 +305,21 @@ pub fn classify(
             recipient,
         };
     }
-    let auto_submitted =
-        header(headers, "Auto-Submitted").is_some_and(|v| !v.trim().eq_ignore_ascii_case("no"));
-    let precedence = header(headers, "Precedence")
-        .map(|v| v.trim().to_lowercase())
-        .is_some_and(|v| matches!(v.as_str(), "auto_reply" | "bulk" | "junk"));
-    if auto_submitted
-        || precedence
-        || header(headers, "X-Autoreply").is_some()
-        || header(headers, "X-Autorespond").is_some()
-        || AUTO_REPLY_SUBJECTS
-            .iter()
-            .any(|s| subject_lower.starts_with(s))
+    // Automatic answers: the same rules as for mail read over IMAP.
+    if crate::inbound::auto_reply_signal_of(
+        |name| header(headers, name).map(str::to_owned),
+        Some(subject),
+    )
+    .is_some()
     {
         return InboundKind::AutoReply;
     }
     InboundKind::Reply
 }
 
-/// The first RFC 3463 enhanced status code (`5.1.1`) in a text.
+/// The first RFC 3463 enhanced status code (`5.1.1`) in a text (shared with IMAP).
 fn enhanced_status(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    for (i, &b) in bytes.iter().enumerate() {
-        if !(b == b'4' || b == b'5') || bytes.get(i + 1) != Some(&b'.') {
-            continue;
-        }
-        if i > 0 && (bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'.') {
-            continue;
-        }
-        let rest = &text[i + 2..];
-        let first: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        if first.is_empty() || first.len() > 3 {
-            continue;
-        }
-        let after = &rest[first.len()..];
-        let Some(after) = after.strip_prefix('.') else {
-            continue;
-        };
-        let second: String = after.chars().take_while(char::is_ascii_digit).collect();
-        if second.is_empty() || second.len() > 3 {
-            continue;
-        }
-        let next = after[second.len()..].chars().next();
-        if next.is_some_and(|c| c.is_ascii_alphanumeric() || c == '.') {
-            continue;
-        }
-        return Some(format!("{}.{first}.{second}", b as char));
-    }
-    None
+    crate::inbound::enhanced_status(text)
 }
 
 /// `Final-Recipient: rfc822; jane@example.com` in a DSN-style body.
@@ -448,6 +406,37 @@ mod tests {
         assert!(
             matches!(delayed, InboundKind::NonDelivery { hard: false, ref status, .. } if status.as_deref() == Some("4.4.7"))
         );
+    }
+
+    #[test]
+    fn graph_and_imap_share_the_auto_reply_rules() {
+        // Subjects and headers only the IMAP classifier knew before it was shared.
+        for (headers, subject) in [
+            (h(&[]), "Risposta automatica: Quick question"),
+            (h(&[]), "Automatisch antwoord: Quick question"),
+            (h(&[("X-Autorespond-Tag", "ooo")]), "Re: hi"),
+            (h(&[("Precedence", "auto_reply")]), "Re: hi"),
+        ] {
+            assert_eq!(
+                classify(&headers, Some("jane@example.com"), subject, ""),
+                InboundKind::AutoReply,
+                "{subject} {headers:?}"
+            );
+            let raw = format!(
+                "From: jane@example.com\r\nSubject: {subject}\r\n{}In-Reply-To: <engager.1.abcdef@acme.example>\r\n\r\nHi\r\n",
+                headers
+                    .iter()
+                    .map(|(n, v)| format!("{n}: {v}\r\n"))
+                    .collect::<String>()
+            );
+            assert!(
+                matches!(
+                    crate::inbound::classify(raw.as_bytes()).kind,
+                    crate::inbound::InboundKind::AutoReply { .. }
+                ),
+                "{subject}"
+            );
+        }
     }
 
     #[test]

@@ -65,6 +65,10 @@ fn step(delay_days: u32, business: u32, bounds: Option<(u32, u32)>) -> Step {
             body: "b".into(),
             html: None,
         },
+        fallback_on_failure: None,
+        task_deadline: Duration::days(crate::campaign::DEFAULT_TASK_DEADLINE_DAYS),
+        on_deadline: crate::campaign::OnDeadline::Skip,
+        angle: None,
     }
 }
 

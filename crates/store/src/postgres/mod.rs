@@ -32,10 +32,14 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRo
 use sqlx::{Connection, Executor, Postgres, QueryBuilder, Row};
 
 use crate::common::{
-    corrupt_in, from_ms, from_ms_opt, gates_json, ms, parse_gates, LeadRow, LeadValues,
-    LEAD_COLUMNS,
+    corrupt_in, decide_permit, from_ms, from_ms_opt, gates_json, micros, ms, parse_gates,
+    pause_key, LeadRow, LeadValues, PermitKeys, LEAD_COLUMNS,
 };
 use crate::*;
+
+mod gdpr;
+mod report;
+mod sms;
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (
@@ -46,6 +50,27 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../../migrations/postgres/0002_account_states.sql"),
     ),
+    (
+        3,
+        include_str!("../../migrations/postgres/0003_sms_webhooks.sql"),
+    ),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_inbound_and_tasks.sql"),
+    ),
+    (
+        5,
+        include_str!("../../migrations/postgres/0005_ai_cache.sql"),
+    ),
+    (
+        6,
+        include_str!("../../migrations/postgres/0006_fallback_and_rate_buckets.sql"),
+    ),
+    (
+        7,
+        include_str!("../../migrations/postgres/0007_sending_halts.sql"),
+    ),
+    (8, include_str!("../../migrations/postgres/0008_gdpr.sql")),
 ];
 
 /// Pool size: enough for a dispatcher, a planner and a few API calls per process.
@@ -531,6 +556,105 @@ const BEGIN_SEND_SQL: &str = "UPDATE deliveries SET state = 'sending', attempts 
      AND EXISTS (SELECT 1 FROM leads l WHERE l.id = deliveries.lead_id AND l.status = 'active')";
 
 /// Applies what follows from an event (see `Store::record_event`), inside its transaction.
+const TASK_COLUMNS: &str =
+    "id, delivery_id, enrollment_id, campaign_id, lead_id, step_index, channel, kind, \
+    profile_url, body, state, due_at, on_deadline, note, created_at, closed_at";
+
+fn task_row(r: &PgRow) -> StoreResult<TaskRecord> {
+    let channel: String = r.try_get(6)?;
+    let state: String = r.try_get(10)?;
+    Ok(TaskRecord {
+        id: r.try_get(0)?,
+        delivery_id: DeliveryId(r.try_get(1)?),
+        enrollment_id: EnrollmentId(r.try_get(2)?),
+        campaign_id: CampaignId(r.try_get(3)?),
+        lead_id: LeadId(r.try_get(4)?),
+        step_index: to_usize(r.try_get(5)?, "tasks", "step_index")?,
+        channel: channel
+            .parse()
+            .map_err(|e| corrupt_in("tasks", "channel", e))?,
+        kind: r.try_get(7)?,
+        profile_url: r.try_get(8)?,
+        body: r.try_get(9)?,
+        state: TaskState::parse(&state)
+            .ok_or_else(|| corrupt_in("tasks", "state", format!("unknown state {state:?}")))?,
+        due_at: from_ms(r.try_get(11)?),
+        on_deadline: r.try_get(12)?,
+        note: r.try_get(13)?,
+        created_at: from_ms(r.try_get(14)?),
+        closed_at: from_ms_opt(r.try_get(15)?),
+    })
+}
+
+/// Whose open tasks to cancel: one lead, or every lead with an email at a domain (`@x.com`).
+#[derive(Clone, Copy)]
+enum TaskLeads<'a> {
+    Lead(i64),
+    Domain(&'a str),
+}
+
+/// Cancels the open tasks (and their `sending` deliveries) of some leads.
+async fn cancel_open_tasks(
+    conn: &mut PgConnection,
+    leads: TaskLeads<'_>,
+    reason: &str,
+    now: i64,
+) -> StoreResult<u64> {
+    let filter = match leads {
+        TaskLeads::Lead(_) => "lead_id = $3",
+        TaskLeads::Domain(_) => {
+            "lead_id IN (SELECT id FROM leads WHERE email IS NOT NULL AND right(email, length($3)) = $3)"
+        }
+    };
+    let deliveries = format!(
+        "UPDATE deliveries SET state = 'cancelled', last_error = $1, lease_until = NULL, updated_at = $2 \
+         WHERE state = 'sending' AND id IN (SELECT delivery_id FROM tasks WHERE state = 'open' AND {filter})"
+    );
+    let tasks = format!(
+        "UPDATE tasks SET state = 'cancelled', note = $1, closed_at = $2 WHERE state = 'open' AND {filter}"
+    );
+    let mut cancelled = 0;
+    for (i, sql) in [deliveries, tasks].iter().enumerate() {
+        let query = sqlx::query(sql).bind(reason).bind(now);
+        let query = match leads {
+            TaskLeads::Lead(id) => query.bind(id),
+            TaskLeads::Domain(d) => query.bind(d),
+        };
+        let n = query.execute(&mut *conn).await?.rows_affected();
+        if i == 0 {
+            cancelled = n;
+        }
+    }
+    Ok(cancelled)
+}
+
+/// Moves a waiting enrollment past `step` (its delivery was sent or skipped).
+async fn advance_enrollment(
+    conn: &mut PgConnection,
+    enrollment: i64,
+    step: i64,
+    next: FollowUp,
+    now: i64,
+) -> StoreResult<()> {
+    let (state, due) = match next {
+        FollowUp::NextStepAt(at) => ("active", Some(ms(at))),
+        FollowUp::Complete => ("completed", None),
+    };
+    sqlx::query(
+        "UPDATE enrollments SET state = $1, current_step = $2, next_due_at = $3, updated_at = $4 \
+         WHERE id = $5 AND state = 'waiting' AND current_step = $6",
+    )
+    .bind(state)
+    .bind(step + 1)
+    .bind(due)
+    .bind(now)
+    .bind(enrollment)
+    .bind(step)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 async fn event_effects(
     conn: &mut PgConnection,
     event: &NewEvent,
@@ -559,6 +683,13 @@ async fn event_effects(
         .execute(&mut *conn)
         .await?
         .rows_affected();
+        effects.deliveries_cancelled += cancel_open_tasks(
+            conn,
+            TaskLeads::Lead(event.lead_id.0),
+            &format!("cancelled: lead {reason}"),
+            now,
+        )
+        .await?;
     }
     if event.kind.suppresses() {
         let target =
@@ -634,6 +765,7 @@ async fn apply_decisions(
     let mut plan_subject = Vec::new();
     let mut plan_text = Vec::new();
     let mut plan_html = Vec::new();
+    let mut plan_state: Vec<&str> = Vec::new();
     let (mut defer_id, mut defer_step, mut defer_until) = (Vec::new(), Vec::new(), Vec::new());
     let (mut skip_id, mut skip_step, mut skip_next) = (Vec::new(), Vec::new(), Vec::new());
     let (mut stop_id, mut stop_reason) = (Vec::new(), Vec::new());
@@ -641,7 +773,12 @@ async fn apply_decisions(
         let t = &ev.trace;
         let step = limit_of(t.step_index);
         match &ev.decision {
-            PlanDecision::Plan(d) => {
+            PlanDecision::Plan(d) | PlanDecision::Review(d) => {
+                plan_state.push(if matches!(ev.decision, PlanDecision::Review(_)) {
+                    "pending_review"
+                } else {
+                    "planned"
+                });
                 plan_enrollment.push(t.enrollment_id.0);
                 plan_campaign.push(t.campaign_id.0);
                 plan_lead.push(t.lead_id.0);
@@ -673,14 +810,16 @@ async fn apply_decisions(
         sqlx::query(
             "INSERT INTO deliveries (enrollment_id, campaign_id, lead_id, step_index, channel, state, send_at, \
                to_address, subject, body_text, body_html, created_at, updated_at) \
-             SELECT u.enrollment_id, u.campaign_id, u.lead_id, u.step_index, u.channel, 'planned', u.send_at, \
+             SELECT u.enrollment_id, u.campaign_id, u.lead_id, u.step_index, u.channel, u.state, u.send_at, \
                u.to_address, u.subject, u.body_text, u.body_html, $11, $11 \
              FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[], \
-               $7::text[], $8::text[], $9::text[], $10::text[]) WITH ORDINALITY \
+               $7::text[], $8::text[], $9::text[], $10::text[], $12::text[]) WITH ORDINALITY \
                AS u(enrollment_id, campaign_id, lead_id, step_index, channel, send_at, to_address, subject, \
-               body_text, body_html, ord) \
+               body_text, body_html, state, ord) \
+             WHERE NOT EXISTS (SELECT 1 FROM deliveries x WHERE x.enrollment_id = u.enrollment_id \
+               AND x.step_index = u.step_index AND x.state <> 'failed') \
              ORDER BY u.ord \
-             ON CONFLICT (enrollment_id, step_index) DO NOTHING",
+             ON CONFLICT (enrollment_id, step_index, channel) DO NOTHING",
         )
         .bind(&plan_enrollment)
         .bind(&plan_campaign)
@@ -693,6 +832,7 @@ async fn apply_decisions(
         .bind(&plan_text)
         .bind(&plan_html)
         .bind(now)
+        .bind(&plan_state)
         .execute(&mut *conn)
         .await?;
         sqlx::query(
@@ -1085,14 +1225,29 @@ impl Store for PgStore {
         }
         let kinds: Vec<&str> = values.iter().map(SuppressionKey::kind).collect();
         let vals: Vec<&str> = values.iter().map(SuppressionKey::value).collect();
+        // An erased person's entry keeps only a keyed hash of the value.
+        let hash_key = {
+            let mut conn = self.pool.acquire().await?;
+            gdpr::suppression_key(&mut conn, false).await?
+        };
+        let hashed: Vec<String> = values
+            .iter()
+            .map(|k| {
+                hash_key.as_deref().map_or_else(
+                    || k.value().to_owned(),
+                    |key| crate::gdpr::suppression_hash(key, k.kind(), k.value()),
+                )
+            })
+            .collect();
         let rows = sqlx::query(
-            "SELECT k.ord, s.reason, s.source, s.created_at \
-             FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS k(kind, value, ord) \
-             JOIN suppressions s ON s.kind = k.kind AND s.value = k.value \
+            "SELECT DISTINCT ON (k.ord) k.ord, s.reason, s.source, s.created_at \
+             FROM UNNEST($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS k(kind, value, hashed, ord) \
+             JOIN suppressions s ON s.kind = k.kind AND (s.value = k.value OR s.value = k.hashed) \
              ORDER BY k.ord",
         )
         .bind(&kinds)
         .bind(&vals)
+        .bind(&hashed)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -1372,6 +1527,193 @@ impl Store for PgStore {
         Ok(n == 1)
     }
 
+    async fn record_fallback(
+        &self,
+        id: DeliveryId,
+        token: i64,
+        error: &str,
+        evaluation: &Evaluation,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let now = ms(now);
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE deliveries SET state = 'failed', next_attempt_at = NULL, last_error = $1, \
+               lease_until = NULL, updated_at = $2 \
+             WHERE id = $3 AND fencing_token = $4 AND state IN ('sending', 'unknown') \
+             RETURNING enrollment_id, step_index",
+        )
+        .bind(error)
+        .bind(now)
+        .bind(id.0)
+        .bind(token)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let enrollment: i64 = row.try_get(0)?;
+        let step: i64 = row.try_get(1)?;
+        // The enrollment is planned again at the same step, only if it still waits for this
+        // step (a reply or unsubscribe may have stopped it meanwhile).
+        let reopened = sqlx::query(
+            "UPDATE enrollments SET state = 'active', updated_at = $1 \
+             WHERE id = $2 AND state = 'waiting' AND current_step = $3",
+        )
+        .bind(now)
+        .bind(enrollment)
+        .bind(step)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let t = &evaluation.trace;
+        let same_step = t.enrollment_id.0 == enrollment && limit_of(t.step_index) == step;
+        if reopened == 1 && same_step {
+            sqlx::query(
+                "INSERT INTO traces (enrollment_id, campaign_id, lead_id, step_index, evaluated_at, outcome, \
+                   code, channel, at, gates_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(t.enrollment_id.0)
+            .bind(t.campaign_id.0)
+            .bind(t.lead_id.0)
+            .bind(step)
+            .bind(ms(t.evaluated_at))
+            .bind(t.outcome.as_str())
+            .bind(t.code.as_deref())
+            .bind(t.channel.map(|c| c.as_str()))
+            .bind(t.at.map(ms))
+            .bind(gates_json(&t.gates))
+            .execute(&mut *tx)
+            .await?;
+            apply_decisions(&mut tx, std::slice::from_ref(evaluation), now).await?;
+        } else if reopened == 1 {
+            sqlx::query(
+                "UPDATE enrollments SET state = 'stopped', stop_reason = 'delivery_failed', \
+                   next_due_at = NULL, updated_at = $1 WHERE id = $2",
+            )
+            .bind(now)
+            .bind(enrollment)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn failed_channels(
+        &self,
+        enrollments: &[engager_domain::EnrollmentId],
+    ) -> StoreResult<Vec<FailedChannel>> {
+        let ids: Vec<i64> = enrollments.iter().map(|e| e.0).collect();
+        let rows = sqlx::query(
+            "SELECT enrollment_id, step_index, channel, COALESCE(last_error, '') FROM deliveries \
+             WHERE enrollment_id = ANY($1) AND state = 'failed' ORDER BY enrollment_id, step_index, id",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let channel: String = r.try_get(2)?;
+                Ok(FailedChannel {
+                    enrollment_id: engager_domain::EnrollmentId(r.try_get(0)?),
+                    step_index: to_usize(r.try_get(1)?, "deliveries", "step_index")?,
+                    channel: channel
+                        .parse()
+                        .map_err(|e| corrupt_in("deliveries", "channel", e))?,
+                    error: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn take_send_permit(&self, request: &PermitRequest) -> StoreResult<Permit> {
+        let keys = PermitKeys::new(request);
+        let mut tx = self.pool.begin().await?;
+        // Every process on the database takes this account's permits one at a time.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
+            .bind(format!("engager rate {}", request.account))
+            .execute(&mut *tx)
+            .await?;
+        let mut read = Vec::with_capacity(keys.rates.len() + 2);
+        read.push(keys.pause.clone());
+        read.extend(keys.rates.iter().cloned());
+        if let Some((key, _)) = &keys.day {
+            read.push(key.clone());
+        }
+        let rows =
+            sqlx::query("SELECT bucket, tat, count FROM rate_buckets WHERE bucket = ANY($1)")
+                .bind(&read)
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut stored: HashMap<String, (i64, i64)> = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            stored.insert(r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?));
+        }
+        let paused = stored.get(&keys.pause).map(|(tat, _)| *tat);
+        let rates: Vec<Option<i64>> = keys
+            .rates
+            .iter()
+            .map(|k| stored.get(k).map(|(tat, _)| *tat))
+            .collect();
+        let taken = match &keys.day {
+            None => 0,
+            Some((key, day_start)) => match stored.get(key) {
+                Some((_, n)) => *n,
+                // The day's first permit: start from what the ledger sent today.
+                None => sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM deliveries WHERE channel = $1 AND state = 'sent' AND sent_at >= $2",
+                )
+                .bind(request.channel.as_str())
+                .bind(*day_start)
+                .fetch_one(&mut *tx)
+                .await?,
+            },
+        };
+        match decide_permit(request, paused, &rates, taken) {
+            Err((until, reason)) => Ok(Permit::Wait { until, reason }),
+            Ok(tats) => {
+                let mut keys_out: Vec<String> = keys.rates.clone();
+                let mut tats_out = tats;
+                let mut counts_out: Vec<i64> = vec![0; keys_out.len()];
+                if let Some((key, day_start)) = &keys.day {
+                    keys_out.push(key.clone());
+                    tats_out.push(*day_start);
+                    counts_out.push(taken + 1);
+                }
+                sqlx::query(
+                    "INSERT INTO rate_buckets (bucket, tat, count, updated_at) \
+                     SELECT u.bucket, u.tat, u.count, $4 FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) \
+                       AS u(bucket, tat, count) \
+                     ON CONFLICT (bucket) DO UPDATE SET tat = excluded.tat, count = excluded.count, \
+                       updated_at = excluded.updated_at",
+                )
+                .bind(&keys_out)
+                .bind(&tats_out)
+                .bind(&counts_out)
+                .bind(ms(request.now))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(Permit::Granted)
+            }
+        }
+    }
+
+    async fn pause_account(&self, account: &str, until: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO rate_buckets (bucket, tat, count, updated_at) VALUES ($1, $2, 0, $3) \
+             ON CONFLICT (bucket) DO UPDATE SET tat = GREATEST(rate_buckets.tat, excluded.tat), \
+               updated_at = excluded.updated_at",
+        )
+        .bind(pause_key(account))
+        .bind(micros(until))
+        .bind(ms(Utc::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn sent_counts_since(
         &self,
         since: DateTime<Utc>,
@@ -1586,6 +1928,435 @@ impl Store for PgStore {
             .collect()
     }
 
+    async fn record_external_event(
+        &self,
+        event: &NewEvent,
+        external_id: &str,
+    ) -> StoreResult<Option<EventEffects>> {
+        let now = ms(event.occurred_at);
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO events (lead_id, delivery_id, kind, occurred_at, detail, source, external_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        )
+        .bind(event.lead_id.0)
+        .bind(event.delivery_id.map(|d| d.0))
+        .bind(event.kind.as_str())
+        .bind(now)
+        .bind(&event.detail)
+        .bind(&event.source)
+        .bind(external_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(None);
+        }
+        let effects = event_effects(&mut tx, event, now).await?;
+        tx.commit().await?;
+        Ok(Some(effects))
+    }
+
+    async fn stop_domain_sequences(
+        &self,
+        domain: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<EventEffects> {
+        let now = ms(now);
+        let at_domain = format!("@{}", domain.to_ascii_lowercase());
+        let leads =
+            "SELECT id FROM leads WHERE email IS NOT NULL AND right(email, length($3)) = $3";
+        let mut tx = self.pool.begin().await?;
+        let enrollments_stopped = sqlx::query(&format!(
+            "UPDATE enrollments SET state = 'stopped', stop_reason = $1, next_due_at = NULL, updated_at = $2 \
+             WHERE state IN ('active', 'waiting') AND lead_id IN ({leads})"
+        ))
+        .bind(reason)
+        .bind(now)
+        .bind(&at_domain)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let mut deliveries_cancelled = sqlx::query(&format!(
+            "UPDATE deliveries SET state = 'cancelled', last_error = $1, lease_until = NULL, updated_at = $2 \
+             WHERE state IN ('planned', 'retry_wait', 'claimed') AND lead_id IN ({leads})"
+        ))
+        .bind(format!("cancelled: {reason}"))
+        .bind(now)
+        .bind(&at_domain)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        deliveries_cancelled += cancel_open_tasks(
+            &mut tx,
+            TaskLeads::Domain(&at_domain),
+            &format!("cancelled: {reason}"),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(EventEffects {
+            enrollments_stopped,
+            deliveries_cancelled,
+            suppressed: false,
+        })
+    }
+
+    async fn find_delivery(&self, id: DeliveryId) -> StoreResult<Option<DeliveryRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.id = $1"
+        ))
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(delivery_row).transpose()
+    }
+
+    async fn find_delivery_by_provider_ref(
+        &self,
+        provider_ref: &str,
+    ) -> StoreResult<Option<DeliveryRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.provider_ref = $1 ORDER BY d.id LIMIT 1"
+        ))
+        .bind(provider_ref)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(delivery_row).transpose()
+    }
+
+    async fn inbound_cursor(&self, source: &str) -> StoreResult<Option<InboundCursor>> {
+        let row = sqlx::query(
+            "SELECT source, uid_validity, last_uid, last_received_at, updated_at FROM inbound_cursors WHERE source = $1",
+        )
+        .bind(source)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let u32_of = |v: Option<i64>, column: &'static str| {
+            v.map(|v| u32::try_from(v).map_err(|e| corrupt_in("inbound_cursors", column, e)))
+                .transpose()
+        };
+        Ok(Some(InboundCursor {
+            source: r.try_get(0)?,
+            uid_validity: u32_of(r.try_get(1)?, "uid_validity")?,
+            last_uid: u32_of(r.try_get(2)?, "last_uid")?,
+            last_received_at: from_ms_opt(r.try_get(3)?),
+            updated_at: from_ms(r.try_get(4)?),
+        }))
+    }
+
+    async fn save_inbound_cursor(&self, cursor: &InboundCursor) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO inbound_cursors (source, uid_validity, last_uid, last_received_at, updated_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (source) DO UPDATE SET uid_validity = EXCLUDED.uid_validity, last_uid = EXCLUDED.last_uid, \
+             last_received_at = EXCLUDED.last_received_at, updated_at = EXCLUDED.updated_at",
+        )
+        .bind(&cursor.source)
+        .bind(cursor.uid_validity.map(i64::from))
+        .bind(cursor.last_uid.map(i64::from))
+        .bind(cursor.last_received_at.map(ms))
+        .bind(ms(cursor.updated_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn open_task(
+        &self,
+        task: &NewTask,
+        token: i64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<TaskRecord>> {
+        let now = ms(now);
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT enrollment_id, campaign_id, lead_id, step_index, channel FROM deliveries \
+             WHERE id = $1 AND fencing_token = $2 AND state = 'sending' FOR UPDATE",
+        )
+        .bind(task.delivery_id.0)
+        .bind(token)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let (enrollment, campaign, lead, step, channel): (i64, i64, i64, i64, String) = (
+            row.try_get(0)?,
+            row.try_get(1)?,
+            row.try_get(2)?,
+            row.try_get(3)?,
+            row.try_get(4)?,
+        );
+        sqlx::query(
+            "INSERT INTO tasks (delivery_id, enrollment_id, campaign_id, lead_id, step_index, channel, kind, profile_url, body, \
+             state, due_at, on_deadline, fencing_token, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'open', $10, $11, $12, $13) ON CONFLICT (delivery_id) DO NOTHING",
+        )
+        .bind(task.delivery_id.0)
+        .bind(enrollment)
+        .bind(campaign)
+        .bind(lead)
+        .bind(step)
+        .bind(channel)
+        .bind(&task.kind)
+        .bind(&task.profile_url)
+        .bind(&task.body)
+        .bind(ms(task.due_at))
+        .bind(&task.on_deadline)
+        .bind(token)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE delivery_id = $1"
+        ))
+        .bind(task.delivery_id.0)
+        .fetch_one(&mut *tx)
+        .await?;
+        let record = task_row(&row)?;
+        sqlx::query(
+            "UPDATE deliveries SET lease_until = NULL, claimed_by = $1, updated_at = $2 WHERE id = $3",
+        )
+        .bind(format!("task:{}", record.id))
+        .bind(now)
+        .bind(task.delivery_id.0)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(record))
+    }
+
+    async fn task(&self, id: i64) -> StoreResult<Option<TaskRecord>> {
+        let row = sqlx::query(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(task_row).transpose()
+    }
+
+    async fn tasks(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>> {
+        let mut q =
+            QueryBuilder::<Postgres>::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE TRUE"));
+        if let Some(state) = filter.state {
+            q.push(" AND state = ").push_bind(state.as_str());
+        }
+        if let Some(before) = filter.due_before {
+            q.push(" AND due_at <= ").push_bind(ms(before));
+        }
+        if let Some(lead) = filter.lead {
+            q.push(" AND lead_id = ").push_bind(lead.0);
+        }
+        q.push(" ORDER BY due_at, id");
+        if let Some(limit) = filter.limit {
+            q.push(" LIMIT ").push_bind(limit_of(limit));
+        }
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(task_row).collect()
+    }
+
+    async fn close_task(
+        &self,
+        id: i64,
+        close: &TaskClose,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let now = ms(now);
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT delivery_id, enrollment_id, lead_id, step_index, fencing_token FROM tasks WHERE id = $1 AND state = 'open' FOR UPDATE",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Ok(false) };
+        let (delivery, enrollment, lead, step, token): (i64, i64, i64, i64, i64) = (
+            row.try_get(0)?,
+            row.try_get(1)?,
+            row.try_get(2)?,
+            row.try_get(3)?,
+            row.try_get(4)?,
+        );
+        match close {
+            TaskClose::Done { follow_up } => {
+                let n = sqlx::query(
+                    "UPDATE deliveries SET state = 'sent', provider_ref = $1, sent_at = $2, lease_until = NULL, updated_at = $2 \
+                     WHERE id = $3 AND fencing_token = $4 AND state = 'sending'",
+                )
+                .bind(format!("task:{id}"))
+                .bind(now)
+                .bind(delivery)
+                .bind(token)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if n != 1 {
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "INSERT INTO events (lead_id, delivery_id, kind, occurred_at, detail, source) VALUES ($1, $2, 'sent', $3, '{}', 'task')",
+                )
+                .bind(lead)
+                .bind(delivery)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("UPDATE tasks SET state = 'done', closed_at = $1 WHERE id = $2")
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                advance_enrollment(&mut tx, enrollment, step, *follow_up, now).await?;
+            }
+            TaskClose::Skipped { reason, follow_up } => {
+                let n = sqlx::query(
+                    "UPDATE deliveries SET state = 'cancelled', last_error = $1, lease_until = NULL, updated_at = $2 \
+                     WHERE id = $3 AND fencing_token = $4 AND state = 'sending'",
+                )
+                .bind(format!("task skipped: {reason}"))
+                .bind(now)
+                .bind(delivery)
+                .bind(token)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if n != 1 {
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "UPDATE tasks SET state = 'skipped', note = $1, closed_at = $2 WHERE id = $3",
+                )
+                .bind(reason)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                advance_enrollment(&mut tx, enrollment, step, *follow_up, now).await?;
+            }
+            TaskClose::Fallback {
+                reason,
+                delivery: new,
+            } => {
+                let n = sqlx::query(
+                    "UPDATE deliveries SET state = 'cancelled', last_error = $1, lease_until = NULL, updated_at = $2 \
+                     WHERE id = $3 AND fencing_token = $4 AND state = 'sending'",
+                )
+                .bind(format!("task not done: {reason}; fell back to {}", new.channel))
+                .bind(now)
+                .bind(delivery)
+                .bind(token)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if n != 1 {
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "INSERT INTO deliveries (enrollment_id, campaign_id, lead_id, step_index, channel, state, send_at, to_address, \
+                     subject, body_text, body_html, created_at, updated_at) \
+                     SELECT enrollment_id, campaign_id, lead_id, step_index, $1, 'planned', $2, $3, $4, $5, $6, $7, $7 \
+                     FROM deliveries WHERE id = $8",
+                )
+                .bind(new.channel.as_str())
+                .bind(ms(new.send_at))
+                .bind(&new.to_address)
+                .bind(&new.subject)
+                .bind(&new.body_text)
+                .bind(&new.body_html)
+                .bind(now)
+                .bind(delivery)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE tasks SET state = 'fell_back', note = $1, closed_at = $2 WHERE id = $3",
+                )
+                .bind(format!("{reason}; fell back to {}", new.channel))
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn sms_message(&self, message_sid: &str) -> StoreResult<Option<SmsMessage>> {
+        self.sms_message_impl(message_sid).await
+    }
+
+    async fn apply_sms_status(&self, change: &SmsStatusChange) -> StoreResult<bool> {
+        self.apply_sms_status_impl(change).await
+    }
+
+    async fn apply_sms_inbound(&self, inbound: &SmsInbound) -> StoreResult<SmsInboundOutcome> {
+        self.apply_sms_inbound_impl(inbound).await
+    }
+
+    async fn sms_inbound_log(&self, from: &str) -> StoreResult<Vec<SmsInboundRecord>> {
+        self.sms_inbound_log_impl(from).await
+    }
+
+    async fn report_facts(&self, query: &ReportQuery) -> StoreResult<ReportFacts> {
+        self.report_facts_impl(query).await
+    }
+
+    async fn sending_counts(
+        &self,
+        channel: engager_domain::Channel,
+        since: DateTime<Utc>,
+    ) -> StoreResult<engager_domain::deliverability::SendingCounts> {
+        self.sending_counts_impl(channel, since).await
+    }
+
+    async fn sending_halts(&self) -> StoreResult<Vec<SendingHalt>> {
+        self.sending_halts_impl().await
+    }
+
+    async fn suppression_list(&self) -> StoreResult<Vec<SuppressionRecord>> {
+        self.suppression_list_impl().await
+    }
+
+    async fn resolve_review(
+        &self,
+        id: DeliveryId,
+        resolution: &ReviewResolution,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.resolve_review_impl(id, resolution, now).await
+    }
+
+    async fn add_suppressions(&self, entries: &[SuppressionRecord]) -> StoreResult<u64> {
+        self.add_suppressions_impl(entries).await
+    }
+
+    async fn export_subject(&self, lead: LeadId) -> StoreResult<serde_json::Value> {
+        self.export_subject_impl(lead).await
+    }
+
+    async fn erase_subject(&self, lead: LeadId, audit: &AuditEntry) -> StoreResult<ErasureReport> {
+        self.erase_subject_impl(lead, audit).await
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+        self.append_audit_impl(entry).await
+    }
+
+    async fn audit_log(&self, since: DateTime<Utc>) -> StoreResult<Vec<AuditEntry>> {
+        self.audit_log_impl(since).await
+    }
+
+    async fn apply_retention(
+        &self,
+        cutoffs: &crate::gdpr::RetentionCutoffs,
+        dry_run: bool,
+    ) -> StoreResult<crate::gdpr::RetentionReport> {
+        self.retention_impl(cutoffs, dry_run).await
+    }
+
+    async fn set_sending_halt(&self, halt: &SendingHalt) -> StoreResult<bool> {
+        self.set_sending_halt_impl(halt).await
+    }
+
     async fn step_summary(&self) -> StoreResult<Vec<SummaryRow>> {
         // Text columns sort bytewise (COLLATE "C"), as on SQLite.
         let rows = sqlx::query(
@@ -1658,6 +2429,41 @@ impl Store for PgStore {
             .bind(&ids)
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    async fn ai_cached(&self, keys: &[String]) -> StoreResult<HashMap<String, String>> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = sqlx::query("SELECT key, outcome FROM ai_cache WHERE key = ANY($1)")
+            .bind(keys)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?)))
+            .collect()
+    }
+
+    async fn save_ai_cache(
+        &self,
+        key: &str,
+        lead: Option<LeadId>,
+        model: &str,
+        outcome: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO ai_cache (key, model, outcome, created_at, lead_id) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(model)
+        .bind(outcome)
+        .bind(ms(now))
+        .bind(lead.map(|l| l.0))
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }

@@ -15,10 +15,14 @@ use engager_domain::{
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use crate::common::{
-    corrupt_in, from_ms, from_ms_opt, gates_json, ms, parse_gates, LeadRow, LeadValues,
-    LEAD_COLUMNS,
+    corrupt_in, decide_permit, from_ms, from_ms_opt, gates_json, micros, ms, parse_gates,
+    pause_key, LeadRow, LeadValues, PermitKeys, LEAD_COLUMNS,
 };
 use crate::*;
+
+mod gdpr;
+mod report;
+mod sms;
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_initial.sql")),
@@ -26,6 +30,24 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../../migrations/sqlite/0002_account_states.sql"),
     ),
+    (
+        3,
+        include_str!("../../migrations/sqlite/0003_sms_webhooks.sql"),
+    ),
+    (
+        4,
+        include_str!("../../migrations/sqlite/0004_inbound_and_tasks.sql"),
+    ),
+    (5, include_str!("../../migrations/sqlite/0005_ai_cache.sql")),
+    (
+        6,
+        include_str!("../../migrations/sqlite/0006_fallback_and_rate_buckets.sql"),
+    ),
+    (
+        7,
+        include_str!("../../migrations/sqlite/0007_sending_halts.sql"),
+    ),
+    (8, include_str!("../../migrations/sqlite/0008_gdpr.sql")),
 ];
 
 /// A store on a SQLite file.
@@ -174,10 +196,21 @@ fn open_connection(path: &str) -> StoreResult<Connection> {
 }
 
 fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    // Foreign keys are off while migrating (a pragma that cannot change inside a
+    // transaction), so that a table can be rebuilt (migration 6); they are checked before
+    // the commit and switched on again after it.
+    conn.execute_batch("PRAGMA foreign_keys = OFF")?;
+    let result = migrate_in_transaction(conn);
+    conn.execute_batch("PRAGMA foreign_keys = ON")?;
+    result
+}
+
+fn migrate_in_transaction(conn: &mut Connection) -> StoreResult<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
     )?;
+    let mut applied = false;
     for (version, sql) in MIGRATIONS {
         let done: Option<i64> = tx
             .query_row(
@@ -187,6 +220,13 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
             )
             .optional()?;
         if done.is_none() {
+            applied = true;
+            if *version == 6 {
+                rebuild_deliveries_unique(&tx).map_err(|e| StoreError::Migration {
+                    version: *version,
+                    reason: e.to_string(),
+                })?;
+            }
             tx.execute_batch(sql).map_err(|e| StoreError::Migration {
                 version: *version,
                 reason: e.to_string(),
@@ -197,7 +237,153 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
             )?;
         }
     }
+    let violations: Option<String> = if applied {
+        tx.query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+            .optional()?
+    } else {
+        None
+    };
+    if let Some(table) = violations {
+        return Err(StoreError::Migration {
+            version: MIGRATIONS.last().map_or(0, |m| m.0),
+            reason: format!("a foreign key of table {table} points nowhere after migrating"),
+        });
+    }
     tx.commit()?;
+    Ok(())
+}
+
+/// Migration 6: rebuilds `deliveries` with UNIQUE (enrollment_id, step_index, channel)
+/// instead of (enrollment_id, step_index), so a step can keep a failed row per channel. The
+/// table's own CREATE statement is reused (columns added by earlier migrations stay), and
+/// its indexes and triggers are re-created. Runs with foreign keys off (see `migrate`):
+/// tables referencing `deliveries` by name then point at the new table.
+fn rebuild_deliveries_unique(tx: &rusqlite::Transaction<'_>) -> StoreResult<()> {
+    let create: String = tx.query_row(
+        "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'deliveries'",
+        [],
+        |r| r.get(0),
+    )?;
+    const OLD: &str = "UNIQUE (enrollment_id, step_index)";
+    // A table renamed by an earlier rebuild is stored with its name quoted.
+    let create = create.replacen("CREATE TABLE \"deliveries\"", "CREATE TABLE deliveries", 1);
+    if !create.contains(OLD) || !create.starts_with("CREATE TABLE deliveries") {
+        return Err(StoreError::Corrupt {
+            table: "sqlite_schema",
+            column: "sql",
+            reason: format!("unexpected definition of table deliveries: {create}"),
+        });
+    }
+    let create = create
+        .replacen(OLD, "UNIQUE (enrollment_id, step_index, channel)", 1)
+        .replacen(
+            "CREATE TABLE deliveries",
+            "CREATE TABLE deliveries_rebuilt",
+            1,
+        );
+    let extras: Vec<String> = tx
+        .prepare(
+            "SELECT sql FROM sqlite_schema WHERE tbl_name = 'deliveries' \
+             AND type IN ('index', 'trigger') AND sql IS NOT NULL ORDER BY type, name",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    tx.execute_batch(&create)?;
+    tx.execute_batch(
+        "INSERT INTO deliveries_rebuilt SELECT * FROM deliveries; \
+         DROP TABLE deliveries; \
+         ALTER TABLE deliveries_rebuilt RENAME TO deliveries;",
+    )?;
+    for sql in extras {
+        tx.execute_batch(&sql)?;
+    }
+    Ok(())
+}
+
+/// Appends the traces of evaluations and applies their decisions, in the caller's
+/// transaction. A planned row is only added while no other row of its step is live (every
+/// earlier row of the step failed: a fallback), and never twice for one channel.
+fn apply_evaluations(
+    tx: &rusqlite::Transaction<'_>,
+    evaluations: &[Evaluation],
+    now: i64,
+) -> StoreResult<()> {
+    let mut trace = tx.prepare_cached(
+        "INSERT INTO traces (enrollment_id, campaign_id, lead_id, step_index, evaluated_at, outcome, code, channel, at, gates_json) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    let mut plan = tx.prepare_cached(
+        "INSERT INTO deliveries (enrollment_id, campaign_id, lead_id, step_index, channel, state, send_at, \
+         to_address, subject, body_text, body_html, created_at, updated_at) \
+         SELECT ?1, ?2, ?3, ?4, ?5, ?12, ?6, ?7, ?8, ?9, ?10, ?11, ?11 \
+         WHERE NOT EXISTS (SELECT 1 FROM deliveries WHERE enrollment_id = ?1 AND step_index = ?4 AND state <> 'failed') \
+         ON CONFLICT (enrollment_id, step_index, channel) DO NOTHING",
+    )?;
+    let mut wait = tx.prepare_cached(
+        "UPDATE enrollments SET state = 'waiting', next_due_at = NULL, updated_at = ?1 \
+         WHERE id = ?2 AND state = 'active' AND current_step = ?3",
+    )?;
+    let mut defer = tx.prepare_cached(
+        "UPDATE enrollments SET next_due_at = ?1, updated_at = ?2 WHERE id = ?3 AND state = 'active' AND current_step = ?4",
+    )?;
+    let mut skip = tx.prepare_cached(
+        "UPDATE enrollments SET current_step = current_step + 1, next_due_at = ?1, \
+         state = CASE WHEN ?1 IS NULL THEN 'completed' ELSE 'active' END, updated_at = ?2 \
+         WHERE id = ?3 AND state = 'active' AND current_step = ?4",
+    )?;
+    let mut stop = tx.prepare_cached(
+        "UPDATE enrollments SET state = 'stopped', stop_reason = ?1, next_due_at = NULL, updated_at = ?2 \
+         WHERE id = ?3 AND state IN ('active', 'waiting')",
+    )?;
+    for ev in evaluations {
+        let t = &ev.trace;
+        let step = t.step_index as i64;
+        trace.execute(params![
+            t.enrollment_id.0,
+            t.campaign_id.0,
+            t.lead_id.0,
+            step,
+            ms(t.evaluated_at),
+            t.outcome,
+            t.code,
+            t.channel.map(|c| c.as_str()),
+            t.at.map(ms),
+            gates_json(&t.gates),
+        ])?;
+        match &ev.decision {
+            PlanDecision::Plan(d) | PlanDecision::Review(d) => {
+                let state = if matches!(ev.decision, PlanDecision::Review(_)) {
+                    "pending_review"
+                } else {
+                    "planned"
+                };
+                plan.execute(params![
+                    t.enrollment_id.0,
+                    t.campaign_id.0,
+                    t.lead_id.0,
+                    step,
+                    d.channel.as_str(),
+                    ms(d.send_at),
+                    d.to_address,
+                    d.subject,
+                    d.body_text,
+                    d.body_html,
+                    now,
+                    state
+                ])?;
+                wait.execute(params![now, t.enrollment_id.0, step])?;
+            }
+            PlanDecision::Defer { until } => {
+                defer.execute(params![ms(*until), now, t.enrollment_id.0, step])?;
+            }
+            PlanDecision::Skip { next_due } => {
+                skip.execute(params![next_due.map(ms), now, t.enrollment_id.0, step])?;
+            }
+            PlanDecision::Stop { reason } => {
+                stop.execute(params![reason, now, t.enrollment_id.0])?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -308,6 +494,91 @@ fn placeholders(n: usize) -> String {
     vec!["?"; n].join(",")
 }
 
+const TASK_COLUMNS: &str =
+    "id, delivery_id, enrollment_id, campaign_id, lead_id, step_index, channel, kind, \
+    profile_url, body, state, due_at, on_deadline, note, created_at, closed_at";
+
+fn task_row(r: &Row<'_>) -> rusqlite::Result<(TaskRecord, String, String)> {
+    Ok((
+        TaskRecord {
+            id: r.get(0)?,
+            delivery_id: DeliveryId(r.get(1)?),
+            enrollment_id: EnrollmentId(r.get(2)?),
+            campaign_id: CampaignId(r.get(3)?),
+            lead_id: LeadId(r.get(4)?),
+            step_index: r.get::<_, i64>(5)? as usize,
+            channel: Channel::Linkedin,
+            kind: r.get(7)?,
+            profile_url: r.get(8)?,
+            body: r.get(9)?,
+            state: TaskState::Open,
+            due_at: from_ms(r.get(11)?),
+            on_deadline: r.get(12)?,
+            note: r.get(13)?,
+            created_at: from_ms(r.get(14)?),
+            closed_at: from_ms_opt(r.get(15)?),
+        },
+        r.get(6)?,
+        r.get(10)?,
+    ))
+}
+
+fn finish_task((mut t, channel, state): (TaskRecord, String, String)) -> StoreResult<TaskRecord> {
+    t.channel = channel
+        .parse()
+        .map_err(|e| corrupt_in("tasks", "channel", e))?;
+    t.state = TaskState::parse(&state)
+        .ok_or_else(|| corrupt_in("tasks", "state", format!("unknown state {state:?}")))?;
+    Ok(t)
+}
+
+/// Cancels the open tasks (and their `sending` deliveries) of the leads `lead_sql` selects.
+fn cancel_open_tasks(
+    tx: &rusqlite::Transaction<'_>,
+    lead_sql: &str,
+    arg: &dyn rusqlite::ToSql,
+    reason: &str,
+    now: i64,
+) -> StoreResult<u64> {
+    let cancelled = tx.execute(
+        &format!(
+            "UPDATE deliveries SET state = 'cancelled', last_error = ?1, lease_until = NULL, updated_at = ?2 \
+             WHERE state = 'sending' AND id IN (SELECT delivery_id FROM tasks WHERE state = 'open' AND lead_id IN ({lead_sql}))"
+        ),
+        params![reason, now, arg],
+    )? as u64;
+    tx.execute(
+        &format!(
+            "UPDATE tasks SET state = 'cancelled', note = ?1, closed_at = ?2 WHERE state = 'open' AND lead_id IN ({lead_sql})"
+        ),
+        params![reason, now, arg],
+    )?;
+    Ok(cancelled)
+}
+
+/// Moves a waiting enrollment past `step` (its delivery was sent or skipped).
+fn advance_enrollment(
+    tx: &rusqlite::Transaction<'_>,
+    enrollment: i64,
+    step: i64,
+    next: FollowUp,
+    now: i64,
+) -> StoreResult<()> {
+    match next {
+        FollowUp::NextStepAt(at) => tx.execute(
+            "UPDATE enrollments SET state = 'active', current_step = ?1, next_due_at = ?2, updated_at = ?3 \
+             WHERE id = ?4 AND state = 'waiting' AND current_step = ?5",
+            params![step + 1, ms(at), now, enrollment, step],
+        )?,
+        FollowUp::Complete => tx.execute(
+            "UPDATE enrollments SET state = 'completed', current_step = ?1, next_due_at = NULL, updated_at = ?2 \
+             WHERE id = ?3 AND state = 'waiting' AND current_step = ?4",
+            params![step + 1, now, enrollment, step],
+        )?,
+    };
+    Ok(())
+}
+
 fn event_effects(
     tx: &rusqlite::Transaction<'_>,
     event: &NewEvent,
@@ -326,6 +597,13 @@ fn event_effects(
              WHERE lead_id = ?3 AND state IN ('planned', 'retry_wait', 'claimed')",
             params![format!("cancelled: lead {reason}"), now, event.lead_id.0],
         )? as u64;
+        effects.deliveries_cancelled += cancel_open_tasks(
+            tx,
+            "?3",
+            &event.lead_id.0,
+            &format!("cancelled: lead {reason}"),
+            now,
+        )?;
     }
     if event.kind.suppresses() {
         let target: Option<(String, String)> = match event.delivery_id {
@@ -750,13 +1028,19 @@ impl Store for SqliteStore {
     async fn suppressed(&self, values: &[SuppressionKey]) -> StoreResult<Vec<SuppressionRecord>> {
         let values = values.to_vec();
         self.run(move |c| {
+            // An erased person's entry keeps only a keyed hash of the value.
+            let hash_key = gdpr::suppression_key(c, false)?;
             let mut stmt = c.prepare_cached(
-                "SELECT reason, source, created_at FROM suppressions WHERE kind = ?1 AND value = ?2",
+                "SELECT reason, source, created_at FROM suppressions WHERE kind = ?1 AND value IN (?2, ?3) LIMIT 1",
             )?;
             let mut out = Vec::new();
             for key in values {
+                let hashed = hash_key.as_deref().map_or_else(
+                    || key.value().to_owned(),
+                    |k| crate::gdpr::suppression_hash(k, key.kind(), key.value()),
+                );
                 let hit = stmt
-                    .query_row(params![key.kind(), key.value()], |r| {
+                    .query_row(params![key.kind(), key.value(), hashed], |r| {
                         Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
                     })
                     .optional()?;
@@ -783,77 +1067,7 @@ impl Store for SqliteStore {
         self.run(move |c| {
             let now = ms(now);
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            {
-                let mut trace = tx.prepare_cached(
-                    "INSERT INTO traces (enrollment_id, campaign_id, lead_id, step_index, evaluated_at, outcome, code, channel, at, gates_json) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                )?;
-                let mut plan = tx.prepare_cached(
-                    "INSERT INTO deliveries (enrollment_id, campaign_id, lead_id, step_index, channel, state, send_at, \
-                     to_address, subject, body_text, body_html, created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'planned', ?6, ?7, ?8, ?9, ?10, ?11, ?11) \
-                     ON CONFLICT (enrollment_id, step_index) DO NOTHING",
-                )?;
-                let mut wait = tx.prepare_cached(
-                    "UPDATE enrollments SET state = 'waiting', next_due_at = NULL, updated_at = ?1 \
-                     WHERE id = ?2 AND state = 'active' AND current_step = ?3",
-                )?;
-                let mut defer = tx.prepare_cached(
-                    "UPDATE enrollments SET next_due_at = ?1, updated_at = ?2 WHERE id = ?3 AND state = 'active' AND current_step = ?4",
-                )?;
-                let mut skip = tx.prepare_cached(
-                    "UPDATE enrollments SET current_step = current_step + 1, next_due_at = ?1, \
-                     state = CASE WHEN ?1 IS NULL THEN 'completed' ELSE 'active' END, updated_at = ?2 \
-                     WHERE id = ?3 AND state = 'active' AND current_step = ?4",
-                )?;
-                let mut stop = tx.prepare_cached(
-                    "UPDATE enrollments SET state = 'stopped', stop_reason = ?1, next_due_at = NULL, updated_at = ?2 \
-                     WHERE id = ?3 AND state IN ('active', 'waiting')",
-                )?;
-                for ev in &evaluations {
-                    let t = &ev.trace;
-                    let step = t.step_index as i64;
-                    trace.execute(params![
-                        t.enrollment_id.0,
-                        t.campaign_id.0,
-                        t.lead_id.0,
-                        step,
-                        ms(t.evaluated_at),
-                        t.outcome,
-                        t.code,
-                        t.channel.map(|c| c.as_str()),
-                        t.at.map(ms),
-                        gates_json(&t.gates),
-                    ])?;
-                    match &ev.decision {
-                        PlanDecision::Plan(d) => {
-                            plan.execute(params![
-                                t.enrollment_id.0,
-                                t.campaign_id.0,
-                                t.lead_id.0,
-                                step,
-                                d.channel.as_str(),
-                                ms(d.send_at),
-                                d.to_address,
-                                d.subject,
-                                d.body_text,
-                                d.body_html,
-                                now
-                            ])?;
-                            wait.execute(params![now, t.enrollment_id.0, step])?;
-                        }
-                        PlanDecision::Defer { until } => {
-                            defer.execute(params![ms(*until), now, t.enrollment_id.0, step])?;
-                        }
-                        PlanDecision::Skip { next_due } => {
-                            skip.execute(params![next_due.map(ms), now, t.enrollment_id.0, step])?;
-                        }
-                        PlanDecision::Stop { reason } => {
-                            stop.execute(params![reason, now, t.enrollment_id.0])?;
-                        }
-                    }
-                }
-            }
+            apply_evaluations(&tx, &evaluations, now)?;
             tx.commit()?;
             Ok(())
         })
@@ -1117,6 +1331,167 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn record_fallback(
+        &self,
+        id: DeliveryId,
+        token: i64,
+        error: &str,
+        evaluation: &Evaluation,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let (error, evaluation) = (error.to_owned(), evaluation.clone());
+        self.run(move |c| {
+            let now = ms(now);
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let row: Option<(i64, i64)> = tx
+                .query_row(
+                    "UPDATE deliveries SET state = 'failed', next_attempt_at = NULL, last_error = ?1, \
+                     lease_until = NULL, updated_at = ?2 \
+                     WHERE id = ?3 AND fencing_token = ?4 AND state IN ('sending', 'unknown') \
+                     RETURNING enrollment_id, step_index",
+                    params![error, now, id.0, token],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((enrollment, step)) = row else {
+                return Ok(false);
+            };
+            // The enrollment is planned again at the same step, only if it still waits for
+            // this step (a reply or unsubscribe may have stopped it meanwhile).
+            let reopened = tx.execute(
+                "UPDATE enrollments SET state = 'active', updated_at = ?1 \
+                 WHERE id = ?2 AND state = 'waiting' AND current_step = ?3",
+                params![now, enrollment, step],
+            )?;
+            let same_step = evaluation.trace.enrollment_id.0 == enrollment
+                && evaluation.trace.step_index as i64 == step;
+            if reopened == 1 && same_step {
+                apply_evaluations(&tx, std::slice::from_ref(&evaluation), now)?;
+            } else if reopened == 1 {
+                tx.execute(
+                    "UPDATE enrollments SET state = 'stopped', stop_reason = 'delivery_failed', \
+                     next_due_at = NULL, updated_at = ?1 WHERE id = ?2",
+                    params![now, enrollment],
+                )?;
+            }
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn failed_channels(
+        &self,
+        enrollments: &[EnrollmentId],
+    ) -> StoreResult<Vec<FailedChannel>> {
+        let ids: Vec<i64> = enrollments.iter().map(|e| e.0).collect();
+        self.run(move |c| {
+            let mut out = Vec::new();
+            for chunk in ids.chunks(900) {
+                let sql = format!(
+                    "SELECT enrollment_id, step_index, channel, COALESCE(last_error, '') FROM deliveries \
+                     WHERE enrollment_id IN ({}) AND state = 'failed' ORDER BY enrollment_id, step_index, id",
+                    placeholders(chunk.len())
+                );
+                let mut stmt = c.prepare_cached(&sql)?;
+                let rows = stmt
+                    .query_map(params_from_iter(chunk.iter()), |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?,
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                for (enrollment, step, channel, error) in rows {
+                    out.push(FailedChannel {
+                        enrollment_id: EnrollmentId(enrollment),
+                        step_index: step as usize,
+                        channel: channel
+                            .parse()
+                            .map_err(|e| corrupt_in("deliveries", "channel", e))?,
+                        error,
+                    });
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn take_send_permit(&self, request: &PermitRequest) -> StoreResult<Permit> {
+        let request = request.clone();
+        self.run(move |c| {
+            let keys = PermitKeys::new(&request);
+            // BEGIN IMMEDIATE: every process on the file takes permits one at a time.
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (paused, rates, taken) = {
+                let mut get = tx.prepare_cached(
+                    "SELECT tat, count FROM rate_buckets WHERE bucket = ?1",
+                )?;
+                let mut read = |key: &str| {
+                    get.query_row([key], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+                        .optional()
+                };
+                let paused = read(&keys.pause)?.map(|(tat, _)| tat);
+                let mut rates = Vec::with_capacity(keys.rates.len());
+                for key in &keys.rates {
+                    rates.push(read(key)?.map(|(tat, _)| tat));
+                }
+                let taken = match &keys.day {
+                    None => 0,
+                    Some((key, day_start)) => match read(key)? {
+                        Some((_, n)) => n,
+                        // The day's first permit: start from what the ledger sent today.
+                        None => tx.query_row(
+                            "SELECT COUNT(*) FROM deliveries WHERE channel = ?1 AND state = 'sent' AND sent_at >= ?2",
+                            params![request.channel.as_str(), day_start],
+                            |r| r.get(0),
+                        )?,
+                    },
+                };
+                (paused, rates, taken)
+            };
+            match decide_permit(&request, paused, &rates, taken) {
+                Err((until, reason)) => Ok(Permit::Wait { until, reason }),
+                Ok(tats) => {
+                    let now = ms(request.now);
+                    {
+                        let mut put = tx.prepare_cached(
+                            "INSERT INTO rate_buckets (bucket, tat, count, updated_at) VALUES (?1, ?2, ?3, ?4) \
+                             ON CONFLICT (bucket) DO UPDATE SET tat = excluded.tat, count = excluded.count, \
+                             updated_at = excluded.updated_at",
+                        )?;
+                        for (key, tat) in keys.rates.iter().zip(tats) {
+                            put.execute(params![key, tat, 0, now])?;
+                        }
+                        if let Some((key, day_start)) = &keys.day {
+                            put.execute(params![key, day_start, taken + 1, now])?;
+                        }
+                    }
+                    tx.commit()?;
+                    Ok(Permit::Granted)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn pause_account(&self, account: &str, until: DateTime<Utc>) -> StoreResult<()> {
+        let key = pause_key(account);
+        self.run(move |c| {
+            c.prepare_cached(
+                "INSERT INTO rate_buckets (bucket, tat, count, updated_at) VALUES (?1, ?2, 0, ?3) \
+                 ON CONFLICT (bucket) DO UPDATE SET tat = max(rate_buckets.tat, excluded.tat), \
+                 updated_at = excluded.updated_at",
+            )?
+            .execute(params![key, micros(until), ms(Utc::now())])?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn sent_counts_since(&self, since: DateTime<Utc>) -> StoreResult<Vec<(Channel, u64)>> {
         self.run(move |c| {
             let mut stmt = c.prepare_cached(
@@ -1336,6 +1711,438 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn record_external_event(
+        &self,
+        event: &NewEvent,
+        external_id: &str,
+    ) -> StoreResult<Option<EventEffects>> {
+        let (event, external_id) = (event.clone(), external_id.to_owned());
+        self.run(move |c| {
+            let now = ms(event.occurred_at);
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let inserted = tx.execute(
+                "INSERT INTO events (lead_id, delivery_id, kind, occurred_at, detail, source, external_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                params![
+                    event.lead_id.0,
+                    event.delivery_id.map(|d| d.0),
+                    event.kind.as_str(),
+                    now,
+                    event.detail,
+                    event.source,
+                    external_id
+                ],
+            )?;
+            if inserted == 0 {
+                return Ok(None);
+            }
+            let effects = event_effects(&tx, &event, now)?;
+            tx.commit()?;
+            Ok(Some(effects))
+        })
+        .await
+    }
+
+    async fn stop_domain_sequences(
+        &self,
+        domain: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<EventEffects> {
+        let (at_domain, reason) = (
+            format!("@{}", domain.to_ascii_lowercase()),
+            reason.to_owned(),
+        );
+        self.run(move |c| {
+            let now = ms(now);
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let leads = "SELECT id FROM leads WHERE email IS NOT NULL AND substr(email, length(email) - length(?3) + 1) = ?3";
+            let mut effects = EventEffects {
+                enrollments_stopped: tx.execute(
+                    &format!("UPDATE enrollments SET state = 'stopped', stop_reason = ?1, next_due_at = NULL, updated_at = ?2 \
+                     WHERE state IN ('active', 'waiting') AND lead_id IN ({leads})"),
+                    params![reason, now, at_domain],
+                )? as u64,
+                deliveries_cancelled: tx.execute(
+                    &format!("UPDATE deliveries SET state = 'cancelled', last_error = ?1, lease_until = NULL, updated_at = ?2 \
+                     WHERE state IN ('planned', 'retry_wait', 'claimed') AND lead_id IN ({leads})"),
+                    params![format!("cancelled: {reason}"), now, at_domain],
+                )? as u64,
+                suppressed: false,
+            };
+            effects.deliveries_cancelled +=
+                cancel_open_tasks(&tx, leads, &at_domain, &format!("cancelled: {reason}"), now)?;
+            tx.commit()?;
+            Ok(effects)
+        })
+        .await
+    }
+
+    async fn find_delivery(&self, id: DeliveryId) -> StoreResult<Option<DeliveryRecord>> {
+        self.run(move |c| {
+            c.query_row(
+                &format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1"),
+                [id.0],
+                delivery_row,
+            )
+            .optional()?
+            .map(finish_delivery)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn find_delivery_by_provider_ref(
+        &self,
+        provider_ref: &str,
+    ) -> StoreResult<Option<DeliveryRecord>> {
+        let provider_ref = provider_ref.to_owned();
+        self.run(move |c| {
+            c.query_row(
+                &format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE provider_ref = ?1 ORDER BY id LIMIT 1"
+                ),
+                [provider_ref],
+                delivery_row,
+            )
+            .optional()?
+            .map(finish_delivery)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn inbound_cursor(&self, source: &str) -> StoreResult<Option<InboundCursor>> {
+        let source = source.to_owned();
+        self.run(move |c| {
+            let row = c
+                .query_row(
+                    "SELECT source, uid_validity, last_uid, last_received_at, updated_at FROM inbound_cursors WHERE source = ?1",
+                    [source],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, Option<i64>>(1)?,
+                            r.get::<_, Option<i64>>(2)?,
+                            r.get::<_, Option<i64>>(3)?,
+                            r.get::<_, i64>(4)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            row.map(|(source, validity, uid, received, updated)| {
+                let u32_of = |v: Option<i64>, column: &'static str| {
+                    v.map(|v| u32::try_from(v).map_err(|e| corrupt_in("inbound_cursors", column, e)))
+                        .transpose()
+                };
+                Ok(InboundCursor {
+                    source,
+                    uid_validity: u32_of(validity, "uid_validity")?,
+                    last_uid: u32_of(uid, "last_uid")?,
+                    last_received_at: from_ms_opt(received),
+                    updated_at: from_ms(updated),
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn save_inbound_cursor(&self, cursor: &InboundCursor) -> StoreResult<()> {
+        let cursor = cursor.clone();
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO inbound_cursors (source, uid_validity, last_uid, last_received_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (source) DO UPDATE SET uid_validity = excluded.uid_validity, last_uid = excluded.last_uid, \
+                 last_received_at = excluded.last_received_at, updated_at = excluded.updated_at",
+                params![
+                    cursor.source,
+                    cursor.uid_validity.map(i64::from),
+                    cursor.last_uid.map(i64::from),
+                    cursor.last_received_at.map(ms),
+                    ms(cursor.updated_at)
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn open_task(
+        &self,
+        task: &NewTask,
+        token: i64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<TaskRecord>> {
+        let task = task.clone();
+        self.run(move |c| {
+            let now = ms(now);
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let row: Option<(i64, i64, i64, i64, String)> = tx
+                .query_row(
+                    "SELECT enrollment_id, campaign_id, lead_id, step_index, channel FROM deliveries \
+                     WHERE id = ?1 AND fencing_token = ?2 AND state = 'sending'",
+                    params![task.delivery_id.0, token],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                )
+                .optional()?;
+            let Some((enrollment, campaign, lead, step, channel)) = row else {
+                return Ok(None);
+            };
+            tx.execute(
+                "INSERT INTO tasks (delivery_id, enrollment_id, campaign_id, lead_id, step_index, channel, kind, profile_url, body, \
+                 state, due_at, on_deadline, fencing_token, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'open', ?10, ?11, ?12, ?13) ON CONFLICT (delivery_id) DO NOTHING",
+                params![
+                    task.delivery_id.0, enrollment, campaign, lead, step, channel, task.kind, task.profile_url, task.body,
+                    ms(task.due_at), task.on_deadline, token, now
+                ],
+            )?;
+            let record = tx
+                .query_row(
+                    &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE delivery_id = ?1"),
+                    [task.delivery_id.0],
+                    task_row,
+                )
+                .map_err(StoreError::from)
+                .and_then(finish_task)?;
+            tx.execute(
+                "UPDATE deliveries SET lease_until = NULL, claimed_by = ?1, updated_at = ?2 WHERE id = ?3",
+                params![format!("task:{}", record.id), now, task.delivery_id.0],
+            )?;
+            tx.commit()?;
+            Ok(Some(record))
+        })
+        .await
+    }
+
+    async fn task(&self, id: i64) -> StoreResult<Option<TaskRecord>> {
+        self.run(move |c| {
+            c.query_row(
+                &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"),
+                [id],
+                task_row,
+            )
+            .optional()?
+            .map(finish_task)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn tasks(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>> {
+        let filter = filter.clone();
+        self.run(move |c| {
+            let mut sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE 1 = 1");
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            if let Some(state) = filter.state {
+                sql.push_str(" AND state = ?");
+                args.push(state.as_str().to_owned().into());
+            }
+            if let Some(before) = filter.due_before {
+                sql.push_str(" AND due_at <= ?");
+                args.push(ms(before).into());
+            }
+            if let Some(lead) = filter.lead {
+                sql.push_str(" AND lead_id = ?");
+                args.push(lead.0.into());
+            }
+            sql.push_str(" ORDER BY due_at, id");
+            if let Some(limit) = filter.limit {
+                sql.push_str(&format!(" LIMIT {limit}"));
+            }
+            let mut stmt = c.prepare(&sql)?;
+            let rows = stmt
+                .query_map(params_from_iter(args), task_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter().map(finish_task).collect()
+        })
+        .await
+    }
+
+    async fn close_task(
+        &self,
+        id: i64,
+        close: &TaskClose,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let close = close.clone();
+        self.run(move |c| {
+            let now = ms(now);
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let row: Option<(i64, i64, i64, i64, i64)> = tx
+                .query_row(
+                    "SELECT delivery_id, enrollment_id, lead_id, step_index, fencing_token FROM tasks WHERE id = ?1 AND state = 'open'",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                )
+                .optional()?;
+            let Some((delivery, enrollment, lead, step, token)) = row else {
+                return Ok(false);
+            };
+            let moved = match &close {
+                TaskClose::Done { follow_up } => {
+                    let n = tx.execute(
+                        "UPDATE deliveries SET state = 'sent', provider_ref = ?1, sent_at = ?2, lease_until = NULL, updated_at = ?2 \
+                         WHERE id = ?3 AND fencing_token = ?4 AND state = 'sending'",
+                        params![format!("task:{id}"), now, delivery, token],
+                    )?;
+                    if n == 1 {
+                        tx.execute(
+                            "INSERT INTO events (lead_id, delivery_id, kind, occurred_at, detail, source) VALUES (?1, ?2, 'sent', ?3, '{}', 'task')",
+                            params![lead, delivery, now],
+                        )?;
+                        tx.execute(
+                            "UPDATE tasks SET state = 'done', closed_at = ?1 WHERE id = ?2",
+                            params![now, id],
+                        )?;
+                        advance_enrollment(&tx, enrollment, step, *follow_up, now)?;
+                    }
+                    n
+                }
+                TaskClose::Skipped { reason, follow_up } => {
+                    let n = tx.execute(
+                        "UPDATE deliveries SET state = 'cancelled', last_error = ?1, lease_until = NULL, updated_at = ?2 \
+                         WHERE id = ?3 AND fencing_token = ?4 AND state = 'sending'",
+                        params![format!("task skipped: {reason}"), now, delivery, token],
+                    )?;
+                    if n == 1 {
+                        tx.execute(
+                            "UPDATE tasks SET state = 'skipped', note = ?1, closed_at = ?2 WHERE id = ?3",
+                            params![reason, now, id],
+                        )?;
+                        advance_enrollment(&tx, enrollment, step, *follow_up, now)?;
+                    }
+                    n
+                }
+                TaskClose::Fallback { reason, delivery: new } => {
+                    let n = tx.execute(
+                        "UPDATE deliveries SET state = 'cancelled', last_error = ?1, lease_until = NULL, updated_at = ?2 \
+                         WHERE id = ?3 AND fencing_token = ?4 AND state = 'sending'",
+                        params![format!("task not done: {reason}; fell back to {}", new.channel), now, delivery, token],
+                    )?;
+                    if n == 1 {
+                        tx.execute(
+                            "INSERT INTO deliveries (enrollment_id, campaign_id, lead_id, step_index, channel, state, send_at, to_address, \
+                             subject, body_text, body_html, created_at, updated_at) \
+                             SELECT enrollment_id, campaign_id, lead_id, step_index, ?1, 'planned', ?2, ?3, ?4, ?5, ?6, ?7, ?7 \
+                             FROM deliveries WHERE id = ?8",
+                            params![
+                                new.channel.as_str(), ms(new.send_at), new.to_address, new.subject, new.body_text, new.body_html,
+                                now, delivery
+                            ],
+                        )?;
+                        tx.execute(
+                            "UPDATE tasks SET state = 'fell_back', note = ?1, closed_at = ?2 WHERE id = ?3",
+                            params![format!("{reason}; fell back to {}", new.channel), now, id],
+                        )?;
+                    }
+                    n
+                }
+            };
+            if moved != 1 {
+                return Ok(false);
+            }
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn sms_message(&self, message_sid: &str) -> StoreResult<Option<SmsMessage>> {
+        let sid = message_sid.to_owned();
+        self.run(move |c| sms::sms_message(c, &sid)).await
+    }
+
+    async fn apply_sms_status(&self, change: &SmsStatusChange) -> StoreResult<bool> {
+        let change = change.clone();
+        self.run(move |c| sms::apply_sms_status(c, &change)).await
+    }
+
+    async fn apply_sms_inbound(&self, inbound: &SmsInbound) -> StoreResult<SmsInboundOutcome> {
+        let inbound = inbound.clone();
+        self.run(move |c| sms::apply_sms_inbound(c, &inbound)).await
+    }
+
+    async fn sms_inbound_log(&self, from: &str) -> StoreResult<Vec<SmsInboundRecord>> {
+        let from = from.to_owned();
+        self.run(move |c| sms::sms_inbound_log(c, &from)).await
+    }
+
+    async fn report_facts(&self, query: &ReportQuery) -> StoreResult<ReportFacts> {
+        let query = query.clone();
+        self.run(move |c| report::report_facts(c, &query)).await
+    }
+
+    async fn sending_counts(
+        &self,
+        channel: engager_domain::Channel,
+        since: DateTime<Utc>,
+    ) -> StoreResult<engager_domain::deliverability::SendingCounts> {
+        let since = ms(since);
+        self.run(move |c| report::sending_counts(c, channel, since))
+            .await
+    }
+
+    async fn sending_halts(&self) -> StoreResult<Vec<SendingHalt>> {
+        self.run(report::sending_halts).await
+    }
+
+    async fn suppression_list(&self) -> StoreResult<Vec<SuppressionRecord>> {
+        self.run(report::suppression_list).await
+    }
+
+    async fn resolve_review(
+        &self,
+        id: DeliveryId,
+        resolution: &ReviewResolution,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let (resolution, now) = (resolution.clone(), ms(now));
+        self.run(move |c| report::resolve_review(c, id, &resolution, now))
+            .await
+    }
+
+    async fn add_suppressions(&self, entries: &[SuppressionRecord]) -> StoreResult<u64> {
+        let entries = entries.to_vec();
+        self.run(move |c| report::add_suppressions(c, &entries))
+            .await
+    }
+
+    async fn export_subject(&self, lead: LeadId) -> StoreResult<serde_json::Value> {
+        self.run(move |c| gdpr::export(c, lead)).await
+    }
+
+    async fn erase_subject(&self, lead: LeadId, audit: &AuditEntry) -> StoreResult<ErasureReport> {
+        let audit = audit.clone();
+        self.run(move |c| gdpr::erase(c, lead, &audit)).await
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+        let entry = entry.clone();
+        self.run(move |c| gdpr::insert_audit(c, &entry)).await
+    }
+
+    async fn audit_log(&self, since: DateTime<Utc>) -> StoreResult<Vec<AuditEntry>> {
+        let since = ms(since);
+        self.run(move |c| gdpr::audit_log(c, since)).await
+    }
+
+    async fn apply_retention(
+        &self,
+        cutoffs: &crate::gdpr::RetentionCutoffs,
+        dry_run: bool,
+    ) -> StoreResult<crate::gdpr::RetentionReport> {
+        let cutoffs = *cutoffs;
+        self.run(move |c| gdpr::retention(c, &cutoffs, dry_run))
+            .await
+    }
+
+    async fn set_sending_halt(&self, halt: &SendingHalt) -> StoreResult<bool> {
+        let halt = halt.clone();
+        self.run(move |c| report::set_sending_halt(c, &halt)).await
+    }
+
     async fn step_summary(&self) -> StoreResult<Vec<SummaryRow>> {
         self.run(|c| {
             let mut stmt = c.prepare(
@@ -1404,6 +2211,44 @@ impl Store for SqliteStore {
                 }
             }
             tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ai_cached(&self, keys: &[String]) -> StoreResult<HashMap<String, String>> {
+        let keys = keys.to_vec();
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached("SELECT outcome FROM ai_cache WHERE key = ?1")?;
+            let mut found = HashMap::new();
+            for key in keys {
+                if let Some(outcome) = stmt
+                    .query_row([&key], |r| r.get::<_, String>(0))
+                    .optional()?
+                {
+                    found.insert(key, outcome);
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn save_ai_cache(
+        &self,
+        key: &str,
+        lead: Option<LeadId>,
+        model: &str,
+        outcome: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let (key, model, outcome) = (key.to_owned(), model.to_owned(), outcome.to_owned());
+        self.run(move |c| {
+            c.prepare_cached(
+                "INSERT INTO ai_cache (key, model, outcome, created_at, lead_id) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (key) DO NOTHING",
+            )?
+            .execute(params![key, model, outcome, ms(now), lead.map(|l| l.0)])?;
             Ok(())
         })
         .await

@@ -1,0 +1,237 @@
+//! SQLite: the facts analytics reports are built from.
+
+use engager_domain::{Channel, DeliveryId, LeadId};
+use rusqlite::{params, Connection};
+
+use crate::common::{corrupt_in, from_ms, ms};
+use crate::*;
+
+/// The per-delivery aggregation; `?1..?3` are since, until and the campaign slug (or NULL).
+const FACTS: &str = "\
+SELECT d.id, d.lead_id, c.slug, d.step_index, d.channel, COALESCE(l.country, ''), COALESCE(l.industry, ''), d.sent_at,
+       COALESCE(MAX(e.kind = 'delivered'), 0),
+       COALESCE(MAX(e.kind = 'opened' AND COALESCE(json_extract(e.detail, '$.automated'), 0) = 0), 0),
+       COALESCE(MAX(e.kind = 'clicked' AND COALESCE(json_extract(e.detail, '$.automated'), 0) = 0), 0),
+       COALESCE(MAX(e.kind IN ('replied', 'negative_reply')), 0),
+       COALESCE(MAX(e.kind = 'negative_reply'), 0),
+       COALESCE(MAX(e.kind = 'hard_bounce'), 0),
+       COALESCE(MAX(e.kind = 'complained'), 0),
+       COALESCE(MAX(e.kind = 'unsubscribed'), 0),
+       MIN(CASE WHEN e.kind IN ('replied', 'negative_reply') THEN e.occurred_at END)
+  FROM deliveries d
+  JOIN campaigns c ON c.id = d.campaign_id
+  JOIN leads l ON l.id = d.lead_id
+  LEFT JOIN events e ON e.delivery_id = d.id
+ WHERE d.state = 'sent' AND d.sent_at >= ?1 AND d.sent_at < ?2 AND (?3 IS NULL OR c.slug = ?3)
+ GROUP BY d.id
+ ORDER BY d.sent_at, d.id";
+
+const CONVERSIONS: &str = "\
+SELECT e.lead_id, e.occurred_at, json_extract(e.detail, '$.value')
+  FROM events e
+ WHERE e.kind = 'converted' AND e.occurred_at >= ?1
+   AND e.lead_id IN (SELECT d.lead_id FROM deliveries d JOIN campaigns c ON c.id = d.campaign_id
+                      WHERE d.state = 'sent' AND d.sent_at >= ?1 AND d.sent_at < ?2 AND (?3 IS NULL OR c.slug = ?3))
+ ORDER BY e.occurred_at, e.id";
+
+pub(super) fn report_facts(c: &mut Connection, query: &ReportQuery) -> StoreResult<ReportFacts> {
+    let args = params![ms(query.since), ms(query.until), query.campaign];
+    let mut stmt = c.prepare_cached(FACTS)?;
+    let mut rows = stmt.query(args)?;
+    let mut deliveries = Vec::new();
+    while let Some(r) = rows.next()? {
+        let channel: String = r.get(4)?;
+        let flag = |i: usize| -> rusqlite::Result<bool> { Ok(r.get::<_, i64>(i)? != 0) };
+        deliveries.push(DeliveryFact {
+            delivery_id: DeliveryId(r.get(0)?),
+            lead_id: LeadId(r.get(1)?),
+            campaign: r.get(2)?,
+            step_index: r.get::<_, i64>(3)? as usize,
+            channel: channel
+                .parse::<Channel>()
+                .map_err(|e| corrupt_in("deliveries", "channel", e))?,
+            country: r.get(5)?,
+            industry: r.get(6)?,
+            sent_at: from_ms(r.get(7)?),
+            delivered: flag(8)?,
+            opened: flag(9)?,
+            clicked: flag(10)?,
+            replied: flag(11)?,
+            negative_reply: flag(12)?,
+            bounced: flag(13)?,
+            complained: flag(14)?,
+            unsubscribed: flag(15)?,
+            first_reply_at: r.get::<_, Option<i64>>(16)?.map(from_ms),
+        });
+    }
+    drop(rows);
+    drop(stmt);
+    let mut stmt = c.prepare_cached(CONVERSIONS)?;
+    let conversions = stmt
+        .query_map(args, |r| {
+            Ok(ConversionFact {
+                lead_id: LeadId(r.get(0)?),
+                at: from_ms(r.get(1)?),
+                value: r.get::<_, Option<f64>>(2).unwrap_or(None),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ReportFacts {
+        deliveries,
+        conversions,
+    })
+}
+
+/// What was sent on a channel since an instant, and the bounces, complaints, unsubscribes
+/// and replies those sends drew.
+const SENDING_COUNTS: &str = "\
+SELECT COUNT(*),
+       COALESCE(SUM(EXISTS (SELECT 1 FROM events e WHERE e.delivery_id = d.id AND e.kind = 'hard_bounce')), 0),
+       COALESCE(SUM(EXISTS (SELECT 1 FROM events e WHERE e.delivery_id = d.id AND e.kind = 'complained')), 0),
+       COALESCE(SUM(EXISTS (SELECT 1 FROM events e WHERE e.delivery_id = d.id AND e.kind = 'unsubscribed')), 0),
+       COALESCE(SUM(EXISTS (SELECT 1 FROM events e WHERE e.delivery_id = d.id AND e.kind IN ('replied', 'negative_reply'))), 0)
+  FROM deliveries d
+ WHERE d.channel = ?1 AND d.state = 'sent' AND d.sent_at >= ?2";
+
+pub(super) fn sending_counts(
+    c: &mut Connection,
+    channel: Channel,
+    since: i64,
+) -> StoreResult<engager_domain::deliverability::SendingCounts> {
+    let mut stmt = c.prepare_cached(SENDING_COUNTS)?;
+    let counts = stmt.query_row(params![channel.as_str(), since], |r| {
+        let n = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)?.max(0) as u64) };
+        Ok(engager_domain::deliverability::SendingCounts {
+            sent: n(0)?,
+            hard_bounces: n(1)?,
+            complaints: n(2)?,
+            unsubscribes: n(3)?,
+            replies: n(4)?,
+        })
+    })?;
+    Ok(counts)
+}
+
+pub(super) fn sending_halts(c: &mut Connection) -> StoreResult<Vec<SendingHalt>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT channel, halted, reason, changed_by, changed_at FROM sending_halts ORDER BY channel",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let channel: String = r.get(0)?;
+        out.push(SendingHalt {
+            channel: channel
+                .parse()
+                .map_err(|e| corrupt_in("sending_halts", "channel", e))?,
+            halted: r.get::<_, i64>(1)? != 0,
+            reason: r.get(2)?,
+            changed_by: r.get(3)?,
+            changed_at: from_ms(r.get(4)?),
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn set_sending_halt(c: &mut Connection, halt: &SendingHalt) -> StoreResult<bool> {
+    // Only a change of state is written, so the first halt's reason and time are kept while
+    // the monitor keeps finding the same breach.
+    let changed = c.execute(
+        "INSERT INTO sending_halts (channel, halted, reason, changed_by, changed_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+         ON CONFLICT (channel) DO UPDATE SET halted = excluded.halted, reason = excluded.reason, \
+             changed_by = excluded.changed_by, changed_at = excluded.changed_at \
+         WHERE sending_halts.halted <> excluded.halted",
+        params![
+            halt.channel.as_str(),
+            i64::from(halt.halted),
+            halt.reason,
+            halt.changed_by,
+            ms(halt.changed_at)
+        ],
+    )?;
+    Ok(changed > 0)
+}
+
+pub(super) fn suppression_list(c: &mut Connection) -> StoreResult<Vec<SuppressionRecord>> {
+    let mut stmt = c.prepare(
+        "SELECT kind, value, reason, source, created_at FROM suppressions ORDER BY kind, value",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let kind: String = r.get(0)?;
+        let key = SuppressionKey::from_parts(&kind, r.get(1)?)
+            .ok_or_else(|| corrupt_in("suppressions", "kind", format!("unknown kind {kind:?}")))?;
+        out.push(SuppressionRecord {
+            key,
+            reason: r.get(2)?,
+            source: r.get(3)?,
+            created_at: from_ms(r.get(4)?),
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn add_suppressions(
+    c: &mut Connection,
+    entries: &[SuppressionRecord],
+) -> StoreResult<u64> {
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut added = 0;
+    {
+        let mut stmt = tx.prepare(
+            "INSERT INTO suppressions (kind, value, reason, source, created_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (kind, value) DO NOTHING",
+        )?;
+        for e in entries {
+            added += stmt.execute(params![
+                e.key.kind(),
+                e.key.value(),
+                e.reason,
+                e.source,
+                ms(e.created_at)
+            ])? as u64;
+        }
+    }
+    tx.commit()?;
+    Ok(added)
+}
+
+pub(super) fn resolve_review(
+    c: &mut Connection,
+    id: DeliveryId,
+    resolution: &ReviewResolution,
+    now: i64,
+) -> StoreResult<bool> {
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let changed = match resolution {
+        ReviewResolution::Approve {
+            subject,
+            body_text,
+            body_html,
+        } => tx.execute(
+            "UPDATE deliveries SET state = 'planned', subject = ?1, body_text = ?2, body_html = ?3, \
+             send_at = MAX(send_at, ?4), updated_at = ?4 WHERE id = ?5 AND state = 'pending_review'",
+            params![subject, body_text, body_html, now, id.0],
+        )?,
+        ReviewResolution::Drop { reason, next_due } => {
+            let n = tx.execute(
+                "UPDATE deliveries SET state = 'cancelled', last_error = ?1, updated_at = ?2 \
+                 WHERE id = ?3 AND state = 'pending_review'",
+                params![reason, now, id.0],
+            )?;
+            if n > 0 {
+                tx.execute(
+                    "UPDATE enrollments SET current_step = current_step + 1, next_due_at = ?1, \
+                     state = CASE WHEN ?1 IS NULL THEN 'completed' ELSE 'active' END, updated_at = ?2 \
+                     WHERE state = 'waiting' AND (id, current_step) = \
+                       (SELECT enrollment_id, step_index FROM deliveries WHERE id = ?3)",
+                    params![next_due.map(ms), now, id.0],
+                )?;
+            }
+            n
+        }
+    };
+    tx.commit()?;
+    Ok(changed > 0)
+}
