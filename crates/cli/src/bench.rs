@@ -381,6 +381,7 @@ async fn seed_ledger(store: &dyn Store, rows: usize, now: DateTime<Utc>) -> Resu
                     subject: Some("Hello".into()),
                     body_text: "Hello there, a benchmark message.".into(),
                     body_html: None,
+                    variant: None,
                 });
                 e
             })

@@ -207,6 +207,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 crate::suppression::run(&App::open(config).await?, c, json).await
             }
             Command::Review(c) => crate::review::run(&App::open(config).await?, c, json).await,
+            Command::Ab(c) => crate::ab::run(&App::open(config).await?, c, json).await,
             Command::Gdpr(c) => crate::gdpr::run(&App::open(config).await?, c, json).await,
             Command::Deliverability(c) => {
                 crate::deliverability::run(&App::open(config).await?, c, json).await
@@ -1406,11 +1407,34 @@ pub struct EventArgs {
 async fn event(app: &App, args: EventArgs, json: bool) -> Result<ExitCode> {
     let lead = find_lead(app.store.as_ref(), &args.lead).await?;
     let kind: EventKind = args.kind.parse().map_err(|e| anyhow!("{e}: expected one of replied, negative_reply, not_interested, unsubscribed, hard_bounce, complained, converted, opened, clicked"))?;
+    // A reply, an open or a click answers the lead's latest message: the event is tied to it,
+    // so reports and experiments count it for that step and variant. Opt-outs, bounces and
+    // complaints stay with the lead (they suppress its email address, whatever the last
+    // channel was); a conversion or a "not interested" is about the lead, not one message.
+    let answers_a_message = matches!(
+        kind,
+        EventKind::Replied | EventKind::NegativeReply | EventKind::Opened | EventKind::Clicked
+    );
+    let delivery_id = if !answers_a_message {
+        None
+    } else {
+        app.store
+            .deliveries(&DeliveryFilter {
+                lead: Some(lead.id),
+                state: Some(DeliveryState::Sent),
+                ..Default::default()
+            })
+            .await?
+            .into_iter()
+            .filter_map(|d| d.sent_at.map(|at| (at, d.id)))
+            .max()
+            .map(|(_, id)| id)
+    };
     let effects = app
         .store
         .record_event(&NewEvent {
             lead_id: lead.id,
-            delivery_id: None,
+            delivery_id,
             kind,
             occurred_at: Utc::now(),
             detail: "{}".into(),

@@ -1,5 +1,6 @@
 //! `engager`: the command-line interface and daemon.
 
+mod ab;
 mod bench;
 mod bench_dispatch;
 mod bench_personalize;
@@ -99,6 +100,9 @@ pub enum Command {
     /// AI-written messages of campaigns in review mode: list, show, approve, edit, reject.
     #[command(subcommand)]
     Review(review::ReviewCommand),
+    /// A/B experiments of campaign steps: list them, and their results with the verdict.
+    #[command(subcommand)]
+    Ab(ab::AbCommand),
     /// Mark a lead as converted (an opportunity or a booked meeting), with an optional value.
     Convert(report::ConvertArgs),
     /// Sync leads from Airtable and write back their status.

@@ -28,7 +28,7 @@ pub struct ReportArgs {
     /// End of the period (exclusive), in the same forms; default now.
     #[arg(long)]
     pub until: Option<String>,
-    /// Group rows by campaign, step, channel, country, industry or day.
+    /// Group rows by campaign, step, variant, channel, country, industry or day.
     #[arg(long, default_value = "step")]
     pub by: String,
     /// Confidence of the intervals.

@@ -86,6 +86,20 @@ pub struct StepTemplate {
     pub html: Option<String>,
 }
 
+/// One arm of a step's A/B experiment: its own templates (and AI angle), and its share of
+/// the leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Variant {
+    /// A short name (`a`, `short-subject`), unique in the step.
+    pub name: String,
+    /// Its share of the leads, relative to the other variants' weights.
+    pub weight: u32,
+    /// Its templates.
+    pub template: StepTemplate,
+    /// The angle AI personalization takes for it (else the step's).
+    pub angle: Option<String>,
+}
+
 /// One step of a sequence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
@@ -119,6 +133,9 @@ pub struct Step {
     /// The angle AI personalization takes for this step ("a customer story", "a question
     /// about their hiring"), given to the model with the brand voice; `None` leaves it free.
     pub angle: Option<String>,
+    /// The step's A/B experiment: two or more variants, or none (the step's template for
+    /// everyone). The first variant is the control.
+    pub variants: Vec<Variant>,
 }
 
 /// The default time a person has to do a task, in days.
@@ -175,6 +192,32 @@ impl Step {
         } else {
             u32::try_from(self.delay.num_days()).unwrap_or(0)
         }
+    }
+
+    /// The name of this step's experiment in a campaign, stable across processes and runs.
+    pub fn experiment(&self, campaign_slug: &str) -> String {
+        format!("{campaign_slug}#{}", self.index + 1)
+    }
+
+    /// The variant a lead gets: a stable hash of (experiment, lead) over the weights, the
+    /// same in every process and run; `None` when the step has no experiment.
+    pub fn variant_for(&self, campaign_slug: &str, lead: crate::LeadId) -> Option<&Variant> {
+        if self.variants.is_empty() {
+            return None;
+        }
+        let weights: Vec<u32> = self.variants.iter().map(|v| v.weight).collect();
+        let i = crate::stats::assign_variant(
+            &self.experiment(campaign_slug),
+            &lead.0.to_string(),
+            &weights,
+        );
+        self.variants.get(i)
+    }
+
+    /// The templates a lead gets: their variant's, or the step's.
+    pub fn template_for(&self, campaign_slug: &str, lead: crate::LeadId) -> &StepTemplate {
+        self.variant_for(campaign_slug, lead)
+            .map_or(&self.template, |v| &v.template)
     }
 
     /// Whether a permanent failure of a channel makes the step try its next channel: the
@@ -268,6 +311,43 @@ impl Campaign {
                 .is_some_and(|s| !s.trim().is_empty());
             if step.channels.contains(&Channel::Email) && !has_subject {
                 return Err(invalid("an email step needs a subject"));
+            }
+            if step.variants.len() == 1 {
+                return Err(invalid("an experiment needs at least two variants"));
+            }
+            let mut names = std::collections::HashSet::new();
+            for v in &step.variants {
+                let name_ok = !v.name.is_empty()
+                    && v.name.len() <= 32
+                    && v.name
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+                if !name_ok {
+                    return Err(invalid(&format!(
+                        "variant name {:?}: expected 1 to 32 of a-z, 0-9 and -",
+                        v.name
+                    )));
+                }
+                if !names.insert(v.name.as_str()) {
+                    return Err(invalid(&format!("variant {:?} is named twice", v.name)));
+                }
+                if v.weight == 0 {
+                    return Err(invalid(&format!("variant {:?} has weight 0", v.name)));
+                }
+                if v.template.body.trim().is_empty() {
+                    return Err(invalid(&format!("variant {:?} has an empty body", v.name)));
+                }
+                let has_subject = v
+                    .template
+                    .subject
+                    .as_deref()
+                    .is_some_and(|s| !s.trim().is_empty());
+                if step.channels.contains(&Channel::Email) && !has_subject {
+                    return Err(invalid(&format!(
+                        "variant {:?} of an email step needs a subject",
+                        v.name
+                    )));
+                }
             }
         }
         Ok(Self {

@@ -458,6 +458,7 @@ mod tests {
             complained: false,
             unsubscribed: false,
             first_reply_at: None,
+            variant: None,
         }
     }
 

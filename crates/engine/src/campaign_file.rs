@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use chrono::{Duration, NaiveTime};
 use engager_domain::campaign::{
-    Campaign, CampaignError, Channel, DelayBounds, OnDeadline, Step, StepTemplate,
+    Campaign, CampaignError, Channel, DelayBounds, OnDeadline, Step, StepTemplate, Variant,
 };
 use engager_domain::frequency::{BudgetOverrides, ChannelLimits, FrequencyPolicy};
 use engager_domain::timing::SendWindow;
@@ -155,6 +155,31 @@ struct StepSpec {
     /// The angle AI personalization takes for this step.
     #[serde(default)]
     angle: Option<String>,
+    /// An A/B experiment: `[[steps.variants]]`, the first is the control.
+    #[serde(default)]
+    variants: Vec<VariantSpec>,
+}
+
+/// `[[steps.variants]]`: one arm of a step's experiment. Its subject and body default to the
+/// step's, so a subject test names only the subject.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VariantSpec {
+    name: String,
+    #[serde(default = "default_weight")]
+    weight: u32,
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    html: Option<String>,
+    #[serde(default)]
+    angle: Option<String>,
+}
+
+fn default_weight() -> u32 {
+    1
 }
 
 /// `"2d"`, `"36h"`, `"90m"`, or a combination like `"1d12h"` → a positive duration.
@@ -295,6 +320,23 @@ pub fn parse_campaign(
                 )
             })?,
         };
+        let variants: Vec<Variant> = s
+            .variants
+            .into_iter()
+            .map(|v| Variant {
+                name: v.name.trim().to_owned(),
+                weight: v.weight,
+                template: StepTemplate {
+                    subject: v.subject.or_else(|| s.subject.clone()),
+                    body: v.body.unwrap_or_else(|| s.body.clone()),
+                    html: v.html.or_else(|| s.html.clone()),
+                },
+                angle: v
+                    .angle
+                    .map(|a| a.trim().to_owned())
+                    .filter(|a| !a.is_empty()),
+            })
+            .collect();
         steps.push(Step {
             index,
             name: s.name,
@@ -312,6 +354,7 @@ pub fn parse_campaign(
             fallback_on_failure: s.fallback_on_failure,
             task_deadline,
             on_deadline,
+            variants,
             angle: s
                 .angle
                 .map(|a| a.trim().to_owned())
@@ -365,6 +408,88 @@ channels = ["linkedin", "sms"]
 delay_days = 3
 body = "Hi again"
 "#;
+
+    #[test]
+    fn variants_inherit_the_step_and_are_checked() {
+        let with = |variants: &str| {
+            GOOD.replacen(
+                "body = \"Hello\"\n",
+                &format!("body = \"Hello\"\n{variants}"),
+                1,
+            )
+        };
+        let c = parse_campaign(
+            &with("[[steps.variants]]\nname = \"a\"\n[[steps.variants]]\nname = \"b\"\nweight = 3\nsubject = \"Other\"\nangle = \" a story \"\n"),
+            "intro.toml",
+            CampaignId(1),
+        )
+        .unwrap();
+        let v = &c.steps[0].variants;
+        assert_eq!(v.len(), 2);
+        assert_eq!(
+            v[0].template.subject.as_deref(),
+            Some("Hi {{ lead.first_name }}")
+        );
+        assert_eq!(v[1].template.subject.as_deref(), Some("Other"));
+        assert_eq!(
+            v[1].template.body, "Hello",
+            "the body defaults to the step's"
+        );
+        assert_eq!((v[0].weight, v[1].weight), (1, 3));
+        assert_eq!(v[1].angle.as_deref(), Some("a story"));
+        // The same lead always gets the same variant; the weights hold over many leads.
+        let step = &c.steps[0];
+        let first = step
+            .variant_for("intro", engager_domain::LeadId(7))
+            .unwrap()
+            .name
+            .clone();
+        assert_eq!(
+            step.variant_for("intro", engager_domain::LeadId(7))
+                .unwrap()
+                .name,
+            first
+        );
+        let b = (0..4000)
+            .filter(|i| {
+                step.variant_for("intro", engager_domain::LeadId(*i))
+                    .unwrap()
+                    .name
+                    == "b"
+            })
+            .count();
+        assert!((2800..3200).contains(&b), "{b} of 4000 for a 3:1 weight");
+        assert!(c.steps[1]
+            .variant_for("intro", engager_domain::LeadId(7))
+            .is_none());
+        for (variants, expected) in [
+            (
+                "[[steps.variants]]\nname = \"a\"\n",
+                "at least two variants",
+            ),
+            (
+                "[[steps.variants]]\nname = \"a\"\n[[steps.variants]]\nname = \"a\"\n",
+                "named twice",
+            ),
+            (
+                "[[steps.variants]]\nname = \"A b\"\n[[steps.variants]]\nname = \"c\"\n",
+                "variant name \"A b\"",
+            ),
+            (
+                "[[steps.variants]]\nname = \"a\"\nweight = 0\n[[steps.variants]]\nname = \"c\"\n",
+                "weight 0",
+            ),
+            (
+                "[[steps.variants]]\nname = \"a\"\ncolour = \"red\"\n",
+                "colour",
+            ),
+        ] {
+            let err = parse_campaign(&with(variants), "intro.toml", CampaignId(1))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{variants}: {err}");
+        }
+    }
 
     #[test]
     fn parses_a_campaign() {

@@ -91,15 +91,50 @@ impl Catalog {
     }
 }
 
-/// Compiles a campaign's templates, failing on the first syntax error.
+/// Compiles a campaign's templates (each A/B variant's too), failing on the first syntax
+/// error.
 pub fn compile(templates: &mut Templates, campaign: &Campaign) -> Result<(), CatalogError> {
     for step in &campaign.steps {
-        templates
-            .add_step(&campaign.slug, step.index, &step.template)
-            .map_err(|source| CatalogError::Template {
-                campaign: campaign.slug.clone(),
-                source,
-            })?;
+        let variants = step
+            .variants
+            .iter()
+            .map(|v| (variant_template_name(&campaign.slug, &v.name), &v.template));
+        for (name, template) in
+            std::iter::once((campaign.slug.clone(), &step.template)).chain(variants)
+        {
+            templates
+                .add_step(&name, step.index, template)
+                .map_err(|source| CatalogError::Template {
+                    campaign: campaign.slug.clone(),
+                    source,
+                })?;
+        }
     }
     Ok(())
+}
+
+/// The name a variant's templates are compiled under.
+fn variant_template_name(campaign: &str, variant: &str) -> String {
+    format!("{campaign}~{variant}")
+}
+
+/// What a lead gets at a step: the compiled templates' name, the templates, and the A/B
+/// variant's name when the step runs an experiment.
+pub fn step_templates<'c>(
+    campaign: &Campaign,
+    step: &'c engager_domain::Step,
+    lead: engager_domain::LeadId,
+) -> (
+    String,
+    &'c engager_domain::campaign::StepTemplate,
+    Option<&'c str>,
+) {
+    match step.variant_for(&campaign.slug, lead) {
+        Some(v) => (
+            variant_template_name(&campaign.slug, &v.name),
+            &v.template,
+            Some(v.name.as_str()),
+        ),
+        None => (campaign.slug.clone(), &step.template, None),
+    }
 }

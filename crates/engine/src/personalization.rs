@@ -139,6 +139,7 @@ impl AiPersonalization {
     pub fn prepare(&self, input: &DraftInput<'_>) -> Prepared {
         let insights = analyse(input.history, input.earlier, input.zone, input.now);
         let step = input.campaign.step(input.step_index);
+        let variant = step.and_then(|s| s.variant_for(&input.campaign.slug, input.lead.id));
         let prompt = build_prompt(
             self.personalizer.brand(),
             self.personalizer.gate(),
@@ -153,12 +154,14 @@ impl AiPersonalization {
                 channel: input.channel,
                 template_subject: input.rendered.subject.as_deref(),
                 template_body: &input.rendered.body_text,
-                angle: step.and_then(|s| s.angle.as_deref()),
+                angle: variant
+                    .and_then(|v| v.angle.as_deref())
+                    .or_else(|| step.and_then(|s| s.angle.as_deref())),
             },
         );
         let context = check_context(
             input.lead,
-            step.map(|s| &s.template),
+            step.map(|s| s.template_for(&input.campaign.slug, input.lead.id)),
             input.channel,
             input.earlier.last(),
         );

@@ -558,28 +558,38 @@ impl<'a> Planner<'a> {
         let choice = choose_slot(&rules, now, search.as_ref(), jitter, self.config.max_jitter);
         let send_at = choice.at;
         let context = lead_context(lead, zone, send_at, &sender, step_index);
-        let rendered = match self.catalog.templates().render(
-            &campaign.slug,
-            step_index,
-            &step.template,
-            &context,
-        ) {
-            Ok(r) => r,
-            Err(e) => {
-                gates.push(GateResult::fail(Gate::Personalization, e.to_string()));
-                return finish(
-                    gates,
-                    PlanDecision::Skip { next_due },
-                    "skipped",
-                    Some("render_error"),
-                    Some(channel),
-                    None,
-                );
-            }
-        };
+        let (template_name, template, variant) =
+            crate::catalog::step_templates(campaign, step, lead.id);
+        let rendered =
+            match self
+                .catalog
+                .templates()
+                .render(&template_name, step_index, template, &context)
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    gates.push(GateResult::fail(Gate::Personalization, e.to_string()));
+                    return finish(
+                        gates,
+                        PlanDecision::Skip { next_due },
+                        "skipped",
+                        Some("render_error"),
+                        Some(channel),
+                        None,
+                    );
+                }
+            };
         // With AI, the checked draft replaces the template when its composed message passes
         // the content checks too; otherwise the template is sent and the trace says why.
         let mut personalized = None;
+        let variant_note = variant
+            .map(|v| {
+                format!(
+                    "A/B variant {v} of experiment {}; ",
+                    step.experiment(&campaign.slug)
+                )
+            })
+            .unwrap_or_default();
         let note = match self.ai_draft(due.enrollment.id, step_index, channel) {
             None => "template rendered with every variable resolved".to_owned(),
             Some((outcome, source)) => match outcome.draft() {
@@ -606,7 +616,10 @@ impl<'a> Planner<'a> {
                 }
             },
         };
-        gates.push(GateResult::pass(Gate::Personalization, note));
+        gates.push(GateResult::pass(
+            Gate::Personalization,
+            format!("{variant_note}{note}"),
+        ));
 
         // 5. Content: footer, opt-out wording, length, no deceptive subject.
         let ai_text = personalized.is_some();
@@ -681,6 +694,7 @@ impl<'a> Planner<'a> {
             subject: content.subject,
             body_text: content.body_text,
             body_html: content.body_html,
+            variant: variant.map(str::to_owned),
         };
         // Review mode: AI-written text waits for a person; template text goes out as usual.
         if campaign.review && ai_text {
@@ -758,12 +772,13 @@ impl<'a> Planner<'a> {
             };
             let zone = lead_place(self.config, &d.lead).zone.zone;
             let context = lead_context(&d.lead, zone, delivery.send_at, &sender, step_index);
-            let Ok(rendered) = self.catalog.templates().render(
-                &campaign.slug,
-                step_index,
-                &step.template,
-                &context,
-            ) else {
+            let (template_name, template, _) =
+                crate::catalog::step_templates(campaign, step, d.lead.id);
+            let Ok(rendered) =
+                self.catalog
+                    .templates()
+                    .render(&template_name, step_index, template, &context)
+            else {
                 continue;
             };
             if let std::collections::hash_map::Entry::Vacant(slot) = earlier.entry(d.lead.id) {
@@ -906,10 +921,11 @@ impl<'a> Planner<'a> {
             company: self.config.sender_company.clone(),
         };
         let context = lead_context(lead, place.zone.zone, at, &sender, step_index);
+        let (name, template, _) = crate::catalog::step_templates(campaign, step, lead.id);
         let rendered = self
             .catalog
             .templates()
-            .render(&campaign.slug, step_index, &step.template, &context)
+            .render(&name, step_index, template, &context)
             .map_err(|e| vec![e.to_string()])?;
         let content = self.compose(lead, step, channel, rendered);
         content_checks(

@@ -30,13 +30,17 @@ pub enum Dimension {
     Industry,
     /// UTC day of sending.
     Day,
+    /// Campaign, step and A/B variant (`spring-outreach #1 b`; steps without an experiment
+    /// show as `-`).
+    Variant,
 }
 
 impl Dimension {
     /// Every dimension, for help texts.
-    pub const ALL: [Dimension; 6] = [
+    pub const ALL: [Dimension; 7] = [
         Dimension::Campaign,
         Dimension::Step,
+        Dimension::Variant,
         Dimension::Channel,
         Dimension::Country,
         Dimension::Industry,
@@ -52,6 +56,7 @@ impl Dimension {
             Dimension::Country => "country",
             Dimension::Industry => "industry",
             Dimension::Day => "day",
+            Dimension::Variant => "variant",
         }
     }
 
@@ -70,6 +75,12 @@ impl Dimension {
             Dimension::Country => or_unknown(&fact.country),
             Dimension::Industry => or_unknown(&fact.industry),
             Dimension::Day => fact.sent_at.format("%Y-%m-%d").to_string(),
+            Dimension::Variant => format!(
+                "{} #{} {}",
+                fact.campaign,
+                fact.step_index + 1,
+                fact.variant.as_deref().unwrap_or("-")
+            ),
         }
     }
 }
@@ -291,7 +302,7 @@ pub fn build(facts: &ReportFacts, by: Dimension, confidence: f64) -> Report {
         .into_iter()
         .map(|(key, g)| g.finish(key, confidence))
         .collect();
-    if by != Dimension::Day && by != Dimension::Step {
+    if !matches!(by, Dimension::Day | Dimension::Step | Dimension::Variant) {
         rows.sort_by(|a, b| b.sent.cmp(&a.sent).then_with(|| a.key.cmp(&b.key)));
     }
     Report {
@@ -377,6 +388,7 @@ mod tests {
             complained: false,
             unsubscribed: false,
             first_reply_at: None,
+            variant: None,
         }
     }
 
@@ -471,9 +483,9 @@ mod tests {
     #[test]
     fn dimensions_parse_with_a_clear_error() {
         assert_eq!("Country".parse::<Dimension>(), Ok(Dimension::Country));
-        let err = "variant".parse::<Dimension>().unwrap_err();
+        let err = "variants".parse::<Dimension>().unwrap_err();
         assert!(
-            err.contains("campaign, step, channel, country, industry, day"),
+            err.contains("campaign, step, variant, channel, country, industry, day"),
             "{err}"
         );
     }

@@ -115,6 +115,7 @@ async fn fixture(store: Arc<dyn Store>) -> Fx {
                 subject: None,
                 body_text: "Hi, a quick question from Acme. Reply STOP to opt out.".into(),
                 body_html: None,
+                variant: None,
             }),
         })
         .collect();
@@ -203,6 +204,7 @@ async fn queued_lead(store: &dyn Store) -> Person {
                     subject: Some("Hello".into()),
                     body_text: "Hi".into(),
                     body_html: None,
+                    variant: None,
                 }),
             }],
             t0(),

@@ -79,7 +79,7 @@ pub const TABLES: &[TableRule] = &[
         other: &[
             "id", "enrollment_id", "campaign_id", "lead_id", "step_index", "channel", "state",
             "send_at", "attempts", "fencing_token", "lease_until", "claimed_by", "next_attempt_at",
-            "provider_ref", "sent_at", "written_back_at", "created_at", "updated_at",
+            "provider_ref", "sent_at", "written_back_at", "created_at", "updated_at", "variant",
         ],
         erase: Erase::Blank(
             "to_address = '', subject = NULL, body_text = '', body_html = NULL, last_error = NULL",

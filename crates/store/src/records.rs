@@ -242,6 +242,8 @@ pub struct NewDelivery {
     pub body_text: String,
     /// Rendered HTML body (email).
     pub body_html: Option<String>,
+    /// The A/B variant the lead got, when the step runs an experiment.
+    pub variant: Option<String>,
 }
 
 /// What the planner decided for one enrollment's current step.

@@ -52,6 +52,8 @@ pub struct DeliveryFact {
     pub unsubscribed: bool,
     /// The first reply's time.
     pub first_reply_at: Option<DateTime<Utc>>,
+    /// The A/B variant, when the step ran an experiment.
+    pub variant: Option<String>,
 }
 
 /// A conversion of a lead (an opportunity or a meeting).

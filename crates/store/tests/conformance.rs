@@ -56,6 +56,7 @@ fn plan(e: &DueEnrollment, send_at: DateTime<Utc>) -> Evaluation {
             subject: Some("Hello".into()),
             body_text: "Hi there".into(),
             body_html: None,
+            variant: None,
         }),
     }
 }
@@ -1616,6 +1617,7 @@ async fn tasks_close_in_one_transaction_with_their_delivery(store: Arc<dyn Store
                     subject: None,
                     body_text: "Hi Ada".into(),
                     body_html: None,
+                    variant: None,
                 },
             },
             t0() + Duration::days(2)

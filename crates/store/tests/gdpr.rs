@@ -91,6 +91,7 @@ async fn seed(store: &dyn Store) -> (LeadId, LeadId) {
                     d.lead.profile.first_name.clone().unwrap()
                 ),
                 body_html: None,
+                variant: None,
             }),
         })
         .collect();

@@ -59,6 +59,7 @@ async fn migration_6_rebuilds_deliveries_with_their_rows_indexes_and_references(
                 subject: Some("Hi".into()),
                 body_text: "Hello".into(),
                 body_html: None,
+                variant: None,
             }),
         };
         store.record_evaluations(&[evaluation], t0()).await.unwrap();

@@ -69,6 +69,7 @@ fn step(delay_days: u32, business: u32, bounds: Option<(u32, u32)>) -> Step {
         task_deadline: Duration::days(crate::campaign::DEFAULT_TASK_DEADLINE_DAYS),
         on_deadline: crate::campaign::OnDeadline::Skip,
         angle: None,
+        variants: Vec::new(),
     }
 }
 

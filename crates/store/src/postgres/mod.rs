@@ -71,6 +71,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/postgres/0007_sending_halts.sql"),
     ),
     (8, include_str!("../../migrations/postgres/0008_gdpr.sql")),
+    (
+        9,
+        include_str!("../../migrations/postgres/0009_variants.sql"),
+    ),
 ];
 
 /// Pool size: enough for a dispatcher, a planner and a few API calls per process.
@@ -766,6 +770,7 @@ async fn apply_decisions(
     let mut plan_text = Vec::new();
     let mut plan_html = Vec::new();
     let mut plan_state: Vec<&str> = Vec::new();
+    let mut plan_variant: Vec<Option<&str>> = Vec::new();
     let (mut defer_id, mut defer_step, mut defer_until) = (Vec::new(), Vec::new(), Vec::new());
     let (mut skip_id, mut skip_step, mut skip_next) = (Vec::new(), Vec::new(), Vec::new());
     let (mut stop_id, mut stop_reason) = (Vec::new(), Vec::new());
@@ -789,6 +794,7 @@ async fn apply_decisions(
                 plan_subject.push(d.subject.as_deref());
                 plan_text.push(d.body_text.as_str());
                 plan_html.push(d.body_html.as_deref());
+                plan_variant.push(d.variant.as_deref());
             }
             PlanDecision::Defer { until } => {
                 defer_id.push(t.enrollment_id.0);
@@ -809,13 +815,13 @@ async fn apply_decisions(
     if !plan_enrollment.is_empty() {
         sqlx::query(
             "INSERT INTO deliveries (enrollment_id, campaign_id, lead_id, step_index, channel, state, send_at, \
-               to_address, subject, body_text, body_html, created_at, updated_at) \
+               to_address, subject, body_text, body_html, created_at, updated_at, variant) \
              SELECT u.enrollment_id, u.campaign_id, u.lead_id, u.step_index, u.channel, u.state, u.send_at, \
-               u.to_address, u.subject, u.body_text, u.body_html, $11, $11 \
+               u.to_address, u.subject, u.body_text, u.body_html, $11, $11, u.variant \
              FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[], \
-               $7::text[], $8::text[], $9::text[], $10::text[], $12::text[]) WITH ORDINALITY \
+               $7::text[], $8::text[], $9::text[], $10::text[], $12::text[], $13::text[]) WITH ORDINALITY \
                AS u(enrollment_id, campaign_id, lead_id, step_index, channel, send_at, to_address, subject, \
-               body_text, body_html, state, ord) \
+               body_text, body_html, state, variant, ord) \
              WHERE NOT EXISTS (SELECT 1 FROM deliveries x WHERE x.enrollment_id = u.enrollment_id \
                AND x.step_index = u.step_index AND x.state <> 'failed') \
              ORDER BY u.ord \
@@ -833,6 +839,7 @@ async fn apply_decisions(
         .bind(&plan_html)
         .bind(now)
         .bind(&plan_state)
+        .bind(&plan_variant)
         .execute(&mut *conn)
         .await?;
         sqlx::query(
@@ -2252,8 +2259,8 @@ impl Store for PgStore {
                 }
                 sqlx::query(
                     "INSERT INTO deliveries (enrollment_id, campaign_id, lead_id, step_index, channel, state, send_at, to_address, \
-                     subject, body_text, body_html, created_at, updated_at) \
-                     SELECT enrollment_id, campaign_id, lead_id, step_index, $1, 'planned', $2, $3, $4, $5, $6, $7, $7 \
+                     subject, body_text, body_html, created_at, updated_at, variant) \
+                     SELECT enrollment_id, campaign_id, lead_id, step_index, $1, 'planned', $2, $3, $4, $5, $6, $7, $7, $9 \
                      FROM deliveries WHERE id = $8",
                 )
                 .bind(new.channel.as_str())
@@ -2264,6 +2271,7 @@ impl Store for PgStore {
                 .bind(&new.body_html)
                 .bind(now)
                 .bind(delivery)
+                .bind(&new.variant)
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query(

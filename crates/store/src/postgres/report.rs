@@ -20,7 +20,8 @@ SELECT d.id, d.lead_id, c.slug, d.step_index, d.channel, COALESCE(l.country, '')
        COALESCE(bool_or(e.kind = 'hard_bounce'), false),
        COALESCE(bool_or(e.kind = 'complained'), false),
        COALESCE(bool_or(e.kind = 'unsubscribed'), false),
-       MIN(CASE WHEN e.kind IN ('replied', 'negative_reply') THEN e.occurred_at END)
+       MIN(CASE WHEN e.kind IN ('replied', 'negative_reply') THEN e.occurred_at END),
+       d.variant
   FROM deliveries d
   JOIN campaigns c ON c.id = d.campaign_id
   JOIN leads l ON l.id = d.lead_id
@@ -69,6 +70,7 @@ impl PgStore {
                 complained: r.try_get(14)?,
                 unsubscribed: r.try_get(15)?,
                 first_reply_at: r.try_get::<Option<i64>, _>(16)?.map(from_ms),
+                variant: r.try_get(17)?,
             });
         }
         let conversions = sqlx::query(CONVERSIONS)

@@ -48,6 +48,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/sqlite/0007_sending_halts.sql"),
     ),
     (8, include_str!("../../migrations/sqlite/0008_gdpr.sql")),
+    (9, include_str!("../../migrations/sqlite/0009_variants.sql")),
 ];
 
 /// A store on a SQLite file.
@@ -314,8 +315,8 @@ fn apply_evaluations(
     )?;
     let mut plan = tx.prepare_cached(
         "INSERT INTO deliveries (enrollment_id, campaign_id, lead_id, step_index, channel, state, send_at, \
-         to_address, subject, body_text, body_html, created_at, updated_at) \
-         SELECT ?1, ?2, ?3, ?4, ?5, ?12, ?6, ?7, ?8, ?9, ?10, ?11, ?11 \
+         to_address, subject, body_text, body_html, created_at, updated_at, variant) \
+         SELECT ?1, ?2, ?3, ?4, ?5, ?12, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?13 \
          WHERE NOT EXISTS (SELECT 1 FROM deliveries WHERE enrollment_id = ?1 AND step_index = ?4 AND state <> 'failed') \
          ON CONFLICT (enrollment_id, step_index, channel) DO NOTHING",
     )?;
@@ -369,7 +370,8 @@ fn apply_evaluations(
                     d.body_text,
                     d.body_html,
                     now,
-                    state
+                    state,
+                    d.variant
                 ])?;
                 wait.execute(params![now, t.enrollment_id.0, step])?;
             }
@@ -2024,12 +2026,12 @@ impl Store for SqliteStore {
                     if n == 1 {
                         tx.execute(
                             "INSERT INTO deliveries (enrollment_id, campaign_id, lead_id, step_index, channel, state, send_at, to_address, \
-                             subject, body_text, body_html, created_at, updated_at) \
-                             SELECT enrollment_id, campaign_id, lead_id, step_index, ?1, 'planned', ?2, ?3, ?4, ?5, ?6, ?7, ?7 \
+                             subject, body_text, body_html, created_at, updated_at, variant) \
+                             SELECT enrollment_id, campaign_id, lead_id, step_index, ?1, 'planned', ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?9 \
                              FROM deliveries WHERE id = ?8",
                             params![
                                 new.channel.as_str(), ms(new.send_at), new.to_address, new.subject, new.body_text, new.body_html,
-                                now, delivery
+                                now, delivery, new.variant
                             ],
                         )?;
                         tx.execute(

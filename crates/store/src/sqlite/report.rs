@@ -17,7 +17,8 @@ SELECT d.id, d.lead_id, c.slug, d.step_index, d.channel, COALESCE(l.country, '')
        COALESCE(MAX(e.kind = 'hard_bounce'), 0),
        COALESCE(MAX(e.kind = 'complained'), 0),
        COALESCE(MAX(e.kind = 'unsubscribed'), 0),
-       MIN(CASE WHEN e.kind IN ('replied', 'negative_reply') THEN e.occurred_at END)
+       MIN(CASE WHEN e.kind IN ('replied', 'negative_reply') THEN e.occurred_at END),
+       d.variant
   FROM deliveries d
   JOIN campaigns c ON c.id = d.campaign_id
   JOIN leads l ON l.id = d.lead_id
@@ -62,6 +63,7 @@ pub(super) fn report_facts(c: &mut Connection, query: &ReportQuery) -> StoreResu
             complained: flag(14)?,
             unsubscribed: flag(15)?,
             first_reply_at: r.get::<_, Option<i64>>(16)?.map(from_ms),
+            variant: r.get(17)?,
         });
     }
     drop(rows);
