@@ -7,6 +7,7 @@
 
 pub mod best_time;
 pub mod campaign;
+pub mod channel_choice;
 pub mod circuit;
 pub mod contact;
 pub mod deliverability;

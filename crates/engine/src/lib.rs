@@ -18,6 +18,7 @@ pub mod monitor;
 pub mod personalization;
 pub mod planner;
 pub mod report;
+pub mod similar;
 pub mod simulation;
 pub mod tasks;
 pub mod timing;

@@ -86,6 +86,8 @@ pub struct Planner<'a> {
     /// The AI outcomes of the current page, by (enrollment, step, channel), filled by
     /// `prepare_drafts` before the page is evaluated.
     drafts: Mutex<HashMap<DraftSlot, (DraftOutcome, DraftSource)>>,
+    /// What similar leads did per channel, read once per pass when a step offers a choice.
+    similar: std::sync::OnceLock<crate::similar::SimilarLeads>,
 }
 
 type DraftSlot = (EnrollmentId, usize, Channel);
@@ -100,6 +102,7 @@ impl<'a> Planner<'a> {
             open_circuits: HashMap::new(),
             ai: None,
             drafts: Mutex::new(HashMap::new()),
+            similar: std::sync::OnceLock::new(),
         }
     }
 
@@ -131,6 +134,22 @@ impl<'a> Planner<'a> {
         // of one lead see each other.
         let mut fresh_touches: HashMap<LeadId, Vec<Touch>> = HashMap::new();
         let history_since = now - self.config.timing.history.max(Duration::days(7));
+        // Channel choice learns from the last 90 days of similar leads, when some step offers
+        // a choice of channels.
+        let choices = self
+            .catalog
+            .all()
+            .iter()
+            .any(|c| c.steps.iter().any(|s| s.channels.len() > 1));
+        if choices && self.similar.get().is_none() {
+            let rows = self
+                .store
+                .channel_evidence(now - Duration::days(90))
+                .await?;
+            let _ = self
+                .similar
+                .set(crate::similar::SimilarLeads::from_rows(&rows));
+        }
         loop {
             let remaining = limit.map(|l| l.saturating_sub(report.evaluated));
             if remaining == Some(0) {
@@ -449,15 +468,45 @@ impl<'a> Planner<'a> {
             .map(|next| earliest_step_due(next, now, place.zone.zone, place.holidays));
         let demote_email = follow.as_ref().is_some_and(|f| f.prefer_other_channel)
             && step.channels.iter().any(|c| *c != Channel::Email);
-        let preferences = step
-            .channels
-            .iter()
-            .filter(|c| !demote_email || **c != Channel::Email)
-            .chain(
-                step.channels
+        // The step's channels in score order: the step's order, the lead's stated preference
+        // (`preferred_channel`), its engagement per channel, and similar leads' results.
+        let preferred = lead
+            .profile
+            .custom
+            .get("preferred_channel")
+            .and_then(|c| c.parse::<Channel>().ok());
+        let (group, evidence) = match self.similar.get() {
+            Some(s) if step.channels.len() > 1 => {
+                let (g, e) = s.for_lead(lead);
+                (g, Some(e))
+            }
+            _ => (String::new(), None),
+        };
+        let empty = HashMap::new();
+        let scores = engager_domain::channel_choice::score_channels(
+            &step.channels,
+            preferred,
+            history,
+            evidence.unwrap_or(&empty),
+            demote_email,
+        );
+        let score_note = (step.channels.len() > 1).then(|| {
+            format!(
+                "; scores: {}{}",
+                scores
                     .iter()
-                    .filter(|c| demote_email && **c == Channel::Email),
-            );
+                    .map(|s| s.describe())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if evidence.is_some_and(|e| !e.is_empty()) {
+                    format!(" (similar leads: {group})")
+                } else {
+                    String::new()
+                }
+            )
+        });
+        let preferences: Vec<Channel> = scores.iter().map(|s| s.channel).collect();
+        let preferences = preferences.iter();
         let mut refused = Vec::new();
         let mut chosen = None;
         let mut channel_hold: Option<DateTime<Utc>> = None;
@@ -519,16 +568,17 @@ impl<'a> Planner<'a> {
             .filter(|(c, _)| step.channels.contains(c))
             .map(|(c, error)| format!("fell back from {c} to {channel}: {error}"))
             .collect();
+        let choice = match (refused.is_empty(), demote_email) {
+            _ if !fell_back.is_empty() => fell_back.join("; "),
+            (true, false) => format!("{channel} (first preference)"),
+            (true, true) => {
+                format!("{channel} (the previous email was not opened: another channel first)")
+            }
+            (false, _) => format!("{channel} (fallback after {})", refused.join("; ")),
+        };
         gates.push(GateResult::pass(
             Gate::Channel,
-            match (refused.is_empty(), demote_email) {
-                _ if !fell_back.is_empty() => fell_back.join("; "),
-                (true, false) => format!("{channel} (first preference)"),
-                (true, true) => {
-                    format!("{channel} (the previous email was not opened: another channel first)")
-                }
-                (false, _) => format!("{channel} (fallback after {})", refused.join("; ")),
-            },
+            format!("{choice}{}", score_note.unwrap_or_default()),
         ));
 
         // 4. Personalization.

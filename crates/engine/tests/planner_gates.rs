@@ -415,6 +415,41 @@ fn planned_messages_carry_footer_window_and_fallback() {
         (d.channel, d.to_address.as_str()),
         (Channel::Linkedin, "https://www.linkedin.com/in/jana")
     );
+    // A lead who says she prefers SMS gets SMS first; the trace shows the scores.
+    let mut prefers_sms = lead(
+        None,
+        Some("+4915123456789"),
+        Some("linkedin.com/in/jana"),
+        "DE",
+    );
+    prefers_sms
+        .profile
+        .custom
+        .insert("preferred_channel".into(), "SMS".into());
+    let eval = planner.evaluate(
+        &due(prefers_sms, 2),
+        &campaign,
+        &LeadHistory::default(),
+        &[],
+        at("2026-03-03T10:00:00Z"),
+    );
+    let PlanDecision::Plan(d) = &eval.decision else {
+        panic!("{eval:?}")
+    };
+    assert_eq!(d.channel, Channel::Sms);
+    let channel_gate = eval
+        .trace
+        .gates
+        .iter()
+        .find(|g| g.gate == "channel")
+        .unwrap();
+    assert!(
+        channel_gate
+            .reason
+            .contains("scores: sms 1.35 (order 0.85, preferred +0.50), linkedin 1.00 (order 1.00)"),
+        "{}",
+        channel_gate.reason
+    );
 }
 
 /// A store that is never called: `Planner::evaluate` is pure.
@@ -649,6 +684,12 @@ impl engager_store::Store for NoStore {
         unreachable!()
     }
     async fn suppression_list(&self) -> engager_store::StoreResult<Vec<SuppressionRecord>> {
+        unreachable!()
+    }
+    async fn channel_evidence(
+        &self,
+        _: DateTime<Utc>,
+    ) -> engager_store::StoreResult<Vec<engager_store::ChannelEvidenceRow>> {
         unreachable!()
     }
     async fn resolve_review(

@@ -289,6 +289,9 @@ pub trait Store: Send + Sync {
         resolution: &ReviewResolution,
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
+    /// Sends and positive replies at or after `since`, per lead industry, lead country and
+    /// channel (channel choice learns from similar leads).
+    async fn channel_evidence(&self, since: DateTime<Utc>) -> StoreResult<Vec<ChannelEvidenceRow>>;
     /// The whole suppression list, by kind and value.
     async fn suppression_list(&self) -> StoreResult<Vec<SuppressionRecord>>;
     /// Adds many entries in one transaction (those already listed are left as they are);

@@ -113,3 +113,19 @@ pub enum ReviewResolution {
         next_due: Option<DateTime<Utc>>,
     },
 }
+
+/// What was sent on a channel to leads of one industry and country, and the positive replies
+/// it drew (what channel choice learns from similar leads).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelEvidenceRow {
+    /// The leads' industry (empty when unknown).
+    pub industry: String,
+    /// The leads' country (empty when unknown).
+    pub country: String,
+    /// The channel.
+    pub channel: Channel,
+    /// Messages sent.
+    pub sent: u64,
+    /// Positive replies.
+    pub positive: u64,
+}

@@ -1367,6 +1367,21 @@ async fn report_facts_flag_engagement_and_list_conversions(store: Arc<dyn Store>
         .await
         .unwrap();
     assert_eq!(later.deliveries.len(), 1, "the period bounds the send time");
+    // What channel choice learns: sends and positive replies per industry, country, channel.
+    let evidence = store
+        .channel_evidence(t0() - Duration::days(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        evidence,
+        vec![ChannelEvidenceRow {
+            industry: String::new(),
+            country: "US".into(),
+            channel: Channel::Email,
+            sent: 2,
+            positive: 1,
+        }]
+    );
     assert!(later.conversions.len() <= 1);
     assert_eq!(ids.len(), 3);
 }

@@ -2324,6 +2324,10 @@ impl Store for PgStore {
         self.suppression_list_impl().await
     }
 
+    async fn channel_evidence(&self, since: DateTime<Utc>) -> StoreResult<Vec<ChannelEvidenceRow>> {
+        self.channel_evidence_impl(since).await
+    }
+
     async fn resolve_review(
         &self,
         id: DeliveryId,

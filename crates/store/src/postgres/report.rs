@@ -275,3 +275,36 @@ impl PgStore {
         Ok(changed > 0)
     }
 }
+
+impl PgStore {
+    pub(super) async fn channel_evidence_impl(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> StoreResult<Vec<ChannelEvidenceRow>> {
+        let rows = sqlx::query(
+            "SELECT COALESCE(l.industry, ''), COALESCE(l.country, ''), d.channel, COUNT(*), \
+                    COUNT(*) FILTER (WHERE EXISTS (SELECT 1 FROM events e WHERE e.delivery_id = d.id AND e.kind = 'replied') \
+                         AND NOT EXISTS (SELECT 1 FROM events e WHERE e.delivery_id = d.id AND e.kind = 'negative_reply')) \
+               FROM deliveries d JOIN leads l ON l.id = d.lead_id \
+              WHERE d.state = 'sent' AND d.sent_at >= $1 \
+              GROUP BY 1, 2, 3",
+        )
+        .bind(ms(since))
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let channel: String = r.try_get(2)?;
+                Ok(ChannelEvidenceRow {
+                    industry: r.try_get(0)?,
+                    country: r.try_get(1)?,
+                    channel: channel
+                        .parse()
+                        .map_err(|e| corrupt_in("deliveries", "channel", e))?,
+                    sent: r.try_get::<i64, _>(3)?.max(0) as u64,
+                    positive: r.try_get::<i64, _>(4)?.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+}

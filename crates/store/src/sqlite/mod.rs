@@ -2094,6 +2094,11 @@ impl Store for SqliteStore {
         self.run(report::suppression_list).await
     }
 
+    async fn channel_evidence(&self, since: DateTime<Utc>) -> StoreResult<Vec<ChannelEvidenceRow>> {
+        let since = ms(since);
+        self.run(move |c| report::channel_evidence(c, since)).await
+    }
+
     async fn resolve_review(
         &self,
         id: DeliveryId,

@@ -237,3 +237,32 @@ pub(super) fn resolve_review(
     tx.commit()?;
     Ok(changed > 0)
 }
+
+pub(super) fn channel_evidence(
+    c: &mut Connection,
+    since: i64,
+) -> StoreResult<Vec<ChannelEvidenceRow>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT COALESCE(l.industry, ''), COALESCE(l.country, ''), d.channel, COUNT(*), \
+                COALESCE(SUM(EXISTS (SELECT 1 FROM events e WHERE e.delivery_id = d.id AND e.kind = 'replied') \
+                     AND NOT EXISTS (SELECT 1 FROM events e WHERE e.delivery_id = d.id AND e.kind = 'negative_reply')), 0) \
+           FROM deliveries d JOIN leads l ON l.id = d.lead_id \
+          WHERE d.state = 'sent' AND d.sent_at >= ?1 \
+          GROUP BY 1, 2, 3",
+    )?;
+    let mut rows = stmt.query([since])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let channel: String = r.get(2)?;
+        out.push(ChannelEvidenceRow {
+            industry: r.get(0)?,
+            country: r.get(1)?,
+            channel: channel
+                .parse()
+                .map_err(|e| corrupt_in("deliveries", "channel", e))?,
+            sent: r.get::<_, i64>(3)?.max(0) as u64,
+            positive: r.get::<_, i64>(4)?.max(0) as u64,
+        });
+    }
+    Ok(out)
+}
