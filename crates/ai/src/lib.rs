@@ -92,6 +92,44 @@ impl Default for Templates {
     }
 }
 
+/// `{{ one_of("Hi", "Hello", "Hey") }}`: spintax-style alternatives, one chosen by a stable
+/// hash of (template, lead, alternatives), so a lead always gets the same wording and leads
+/// get different ones.
+fn one_of(
+    state: &minijinja::State,
+    alternatives: minijinja::value::Rest<Value>,
+) -> Result<Value, minijinja::Error> {
+    if alternatives.is_empty() {
+        return Err(minijinja::Error::new(
+            minijinja::ErrorKind::MissingArgument,
+            "one_of needs at least one alternative",
+        ));
+    }
+    let seed = state
+        .lookup("spin_seed")
+        .and_then(|v| i64::try_from(v).ok())
+        .unwrap_or(0);
+    let joined: Vec<String> = alternatives.iter().map(ToString::to_string).collect();
+    let hash = engager_domain::stable_hash(&[
+        b"one_of",
+        state.name().as_bytes(),
+        &seed.to_le_bytes(),
+        joined.join("\u{1f}").as_bytes(),
+    ]);
+    let i = (engager_domain::unit_fraction(hash) * alternatives.len() as f64) as usize;
+    Ok(alternatives[i.min(alternatives.len() - 1)].clone())
+}
+
+/// Adds the lead's behaviour insights to a template context, as `insights.*` (messages_sent,
+/// opens, clicks, replies, channels_engaged, engaged_hour, negative_signals,
+/// last_interaction, reference_previous, tone, …).
+pub fn with_insights(context: Value, insights: &insights::Insights) -> Value {
+    minijinja::context! {
+        insights => Value::from_serialize(insights),
+        ..context
+    }
+}
+
 fn part_name(campaign: &str, step: usize, part: &str) -> String {
     format!("{campaign} step {} {part}", step + 1)
 }
@@ -111,6 +149,7 @@ impl Templates {
             }
         });
         env.set_keep_trailing_newline(true);
+        env.add_function("one_of", one_of);
         Self { env }
     }
 
@@ -279,7 +318,8 @@ pub fn company_short_name(company: &str) -> String {
 }
 
 /// The template context for a lead: `lead.*` (only fields the lead has, so a missing one is
-/// an error under strict rendering), `lead.custom.*`, `sender.*`, `greeting` and `step`.
+/// an error under strict rendering), `lead.custom.*`, `sender.*`, `greeting` and `step`
+/// (and the seed `one_of` picks its alternative by).
 pub fn lead_context(
     lead: &Lead,
     zone: TimeZone,
@@ -321,6 +361,7 @@ pub fn lead_context(
         sender => minijinja::context! { name => sender.name.clone(), company => sender.company.clone() },
         greeting => greeting(local_hour),
         step => step + 1,
+        spin_seed => lead.id.0,
     }
 }
 
@@ -386,6 +427,104 @@ mod tests {
         assert_eq!(
             r.body_text,
             "Good morning Jane,\nCongrats on the Denver office.\n— Maya"
+        );
+    }
+
+    #[test]
+    fn one_of_picks_the_same_alternative_for_a_lead_and_varies_across_leads() {
+        let mut t = Templates::new();
+        t.add_step(
+            "c",
+            0,
+            &StepTemplate {
+                subject: None,
+                body: "{{ one_of('Hi', 'Hello', 'Hey') }} {{ lead.first_name }}".into(),
+                html: None,
+            },
+        )
+        .unwrap();
+        let zone = TimeZone::parse("America/New_York").unwrap();
+        let now = chrono::DateTime::parse_from_rfc3339("2026-03-03T14:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let sender = SenderFacts {
+            name: "Maya".into(),
+            company: "Acme".into(),
+        };
+        let template = StepTemplate {
+            subject: None,
+            body: String::new(),
+            html: None,
+        };
+        let mut seen = std::collections::BTreeMap::new();
+        for id in 0..300 {
+            let mut l = lead();
+            l.id = LeadId(id);
+            let ctx = lead_context(&l, zone, now, &sender, 0);
+            let first = t.render("c", 0, &template, &ctx).unwrap().body_text;
+            let again = t.render("c", 0, &template, &ctx).unwrap().body_text;
+            assert_eq!(first, again, "the same lead gets the same wording");
+            *seen.entry(first).or_insert(0) += 1;
+        }
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert!(seen.values().all(|n| *n > 60), "{seen:?}");
+        let mut empty = Templates::new();
+        empty
+            .add_step(
+                "c",
+                0,
+                &StepTemplate {
+                    subject: None,
+                    body: "{{ one_of() }}".into(),
+                    html: None,
+                },
+            )
+            .unwrap();
+        let ctx = lead_context(&lead(), zone, now, &sender, 0);
+        let err = empty.render("c", 0, &template, &ctx).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("one_of needs at least one alternative"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn insights_are_available_to_templates() {
+        let mut t = Templates::new();
+        let template = StepTemplate {
+            subject: None,
+            body: "{% if insights.reference_previous %}Following up{% else %}Hello{% endif %} after {{ insights.messages_sent }} message(s)".into(),
+            html: None,
+        };
+        t.add_step("c", 0, &template).unwrap();
+        let zone = TimeZone::parse("America/New_York").unwrap();
+        let now = chrono::DateTime::parse_from_rfc3339("2026-03-03T14:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let sender = SenderFacts {
+            name: "Maya".into(),
+            company: "Acme".into(),
+        };
+        let ctx = with_insights(
+            lead_context(&lead(), zone, now, &sender, 0),
+            &insights::Insights {
+                messages_sent: 2,
+                reference_previous: true,
+                ..Default::default()
+            },
+        );
+        let r = t.render("c", 0, &template, &ctx).unwrap();
+        assert_eq!(r.body_text, "Following up after 2 message(s)");
+        assert!(
+            t.render(
+                "c",
+                0,
+                &template,
+                &lead_context(&lead(), zone, now, &sender, 0)
+            )
+            .is_err(),
+            "without insights the template is an error, never empty text"
         );
     }
 

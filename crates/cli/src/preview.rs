@@ -86,11 +86,6 @@ pub async fn run(app: &App, args: PreviewArgs, json: bool) -> Result<ExitCode> {
         name: app.engine.sender.name.clone(),
         company: app.engine.sender_company.clone(),
     };
-    let context = lead_context(&lead, zone, now, &sender, index);
-    let rendered = catalog
-        .templates()
-        .render(&campaign.slug, index, &step.template, &context)
-        .map_err(|e| anyhow!("the step's template cannot be rendered for this lead: {e}"))?;
     let since = now - app.engine.timing.history.max(chrono::Duration::days(7));
     let history = app
         .store
@@ -98,6 +93,16 @@ pub async fn run(app: &App, args: PreviewArgs, json: bool) -> Result<ExitCode> {
         .await?
         .remove(&lead.id)
         .unwrap_or_default();
+    let context = engager_ai::with_insights(
+        lead_context(&lead, zone, now, &sender, index),
+        &engager_ai::insights::analyse(&history, &[], zone, now),
+    );
+    let (template_name, template, _) =
+        engager_engine::catalog::step_templates(campaign, step, lead.id);
+    let rendered = catalog
+        .templates()
+        .render(&template_name, index, template, &context)
+        .map_err(|e| anyhow!("the step's template cannot be rendered for this lead: {e}"))?;
     let earlier = earlier_messages(app.store.as_ref(), lead.id).await?;
     let stage = app.settings.ai.stage(&app.config_dir, &app.engine)?;
     let prepared = stage.prepare(&DraftInput {

@@ -607,7 +607,10 @@ impl<'a> Planner<'a> {
         });
         let choice = choose_slot(&rules, now, search.as_ref(), jitter, self.config.max_jitter);
         let send_at = choice.at;
-        let context = lead_context(lead, zone, send_at, &sender, step_index);
+        let context = engager_ai::with_insights(
+            lead_context(lead, zone, send_at, &sender, step_index),
+            &engager_ai::insights::analyse(history, &[], zone, send_at),
+        );
         let (template_name, template, variant) =
             crate::catalog::step_templates(campaign, step, lead.id);
         let rendered =
@@ -821,7 +824,10 @@ impl<'a> Planner<'a> {
                 continue;
             };
             let zone = lead_place(self.config, &d.lead).zone.zone;
-            let context = lead_context(&d.lead, zone, delivery.send_at, &sender, step_index);
+            let context = engager_ai::with_insights(
+                lead_context(&d.lead, zone, delivery.send_at, &sender, step_index),
+                &engager_ai::insights::analyse(history, &[], zone, delivery.send_at),
+            );
             let (template_name, template, _) =
                 crate::catalog::step_templates(campaign, step, d.lead.id);
             let Ok(rendered) =
@@ -970,7 +976,11 @@ impl<'a> Planner<'a> {
             name: self.config.sender.name.clone(),
             company: self.config.sender_company.clone(),
         };
-        let context = lead_context(lead, place.zone.zone, at, &sender, step_index);
+        let history = LeadHistory::default();
+        let context = engager_ai::with_insights(
+            lead_context(lead, place.zone.zone, at, &sender, step_index),
+            &engager_ai::insights::analyse(&history, &[], place.zone.zone, at),
+        );
         let (name, template, _) = crate::catalog::step_templates(campaign, step, lead.id);
         let rendered = self
             .catalog
