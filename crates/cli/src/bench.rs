@@ -55,6 +55,8 @@ pub enum BenchCommand {
     Personalize(crate::bench_personalize::PersonalizeBenchArgs),
     /// Dispatcher throughput with the reliability layer (limiter, caps, breakers) on vs. off.
     Dispatch(crate::bench_dispatch::DispatchBenchArgs),
+    /// `engager report` over about a million events on SQLite, against the same query alone.
+    Report(crate::bench_report::ReportBenchArgs),
     /// Graph and Twilio channel throughput against the local fakes with a fixed provider
     /// latency: sends/s at each concurrency C, against the ideal C / latency.
     Channels {
@@ -82,6 +84,7 @@ pub async fn run(command: BenchCommand, json: bool) -> Result<ExitCode> {
         BenchCommand::Quickstart => quickstart(json).await,
         BenchCommand::Smtp(args) => crate::bench_smtp::run(args, json).await,
         BenchCommand::Dispatch(args) => crate::bench_dispatch::run(args, json).await,
+        BenchCommand::Report(args) => crate::bench_report::run(args, json).await,
         BenchCommand::Personalize(args) => crate::bench_personalize::run(args, json).await,
         BenchCommand::Channels {
             concurrency,

@@ -4,6 +4,7 @@ mod ab;
 mod bench;
 mod bench_dispatch;
 mod bench_personalize;
+mod bench_report;
 mod bench_smtp;
 mod commands;
 mod deliverability;

@@ -262,7 +262,10 @@ pub fn build(facts: &ReportFacts, by: Dimension, confidence: f64) -> Report {
     let mut total = Group::default();
     let keys: Vec<String> = facts.deliveries.iter().map(|f| by.key(f)).collect();
     for (fact, key) in facts.deliveries.iter().zip(&keys) {
-        groups.entry(key.clone()).or_default().add(fact);
+        match groups.get_mut(key) {
+            Some(group) => group.add(fact),
+            None => groups.entry(key.clone()).or_default().add(fact),
+        }
         total.add(fact);
     }
     // Last-touch attribution: each conversion goes to the lead's latest delivery sent at or
