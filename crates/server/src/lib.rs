@@ -25,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+mod metrics;
 mod pages;
 mod twilio;
 mod unsubscribe;
@@ -55,6 +56,7 @@ pub const TWILIO_INBOUND_PATH: &str = "/webhooks/twilio/inbound";
 pub const UNSUBSCRIBE_PREFIX: &str = "/u/";
 /// The health check route.
 pub const HEALTH_PATH: &str = "/healthz";
+pub use metrics::{METRICS_PATH, READY_PATH};
 
 /// Largest request body by default: Twilio's form posts are a few kilobytes.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
@@ -191,6 +193,8 @@ pub fn router(state: ServerState) -> Router {
     let prefix = config.base().map(|(_, p)| p).unwrap_or_default();
     let routes = Router::new()
         .route(HEALTH_PATH, get(healthz))
+        .route(metrics::READY_PATH, get(metrics::ready))
+        .route(metrics::METRICS_PATH, get(metrics::metrics))
         .route(TWILIO_STATUS_PATH, post(twilio::status))
         .route(TWILIO_INBOUND_PATH, post(twilio::inbound))
         .route(

@@ -1043,6 +1043,62 @@ async fn health_and_unknown_routes(store: Arc<dyn Store>) {
     assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED);
 }
 
+async fn metrics_and_readiness(store: Arc<dyn Store>) {
+    let fx = fixture(store).await;
+    let now = engager_engine::Clock::now(&fx.clock);
+    fx.store
+        .save_account_state(&engager_store::AccountState {
+            account: "sms:twilio".into(),
+            circuit: "open".into(),
+            open_until: Some(now + chrono::Duration::minutes(5)),
+            last_error: Some("503".into()),
+            updated_at: now,
+        })
+        .await
+        .unwrap();
+    fx.store
+        .set_sending_halt(&engager_store::SendingHalt {
+            channel: engager_domain::Channel::Email,
+            halted: true,
+            reason: "hard bounces 6%".into(),
+            changed_by: "monitor".into(),
+            changed_at: now,
+        })
+        .await
+        .unwrap();
+    let (code, headers, body) = send(
+        &fx.app,
+        Request::get("/metrics").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(content_type(&headers).starts_with("text/plain; version=0.0.4"));
+    for line in [
+        "engager_up 1",
+        "engager_deliveries{channel=\"sms\",state=\"sent\"} 3",
+        "engager_deliveries{channel=\"email\",state=\"sent\"} 0",
+        "engager_circuit_open{account=\"sms:twilio\",state=\"open\"} 1",
+        "engager_sending_halted{channel=\"email\"} 1",
+        "engager_sending_halted{channel=\"sms\"} 0",
+        "# TYPE engager_queue_due gauge",
+    ] {
+        assert!(
+            body.lines().any(|l| l == line),
+            "{line} missing from:\n{body}"
+        );
+    }
+    assert!(
+        !body.contains('@') && !body.contains("+1"),
+        "no contact details: {body}"
+    );
+    let (code, _, body) = send(
+        &fx.app,
+        Request::get("/readyz").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!((code, body.as_str()), (StatusCode::OK, "ready\n"));
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1084,6 +1140,7 @@ on_both_backends!(
     get_shows_a_page_and_never_unsubscribes,
     bad_tokens_get_404_and_bad_bodies_400_and_nothing_is_written,
     health_and_unknown_routes,
+    metrics_and_readiness,
 );
 
 // --- concurrency and a real port -------------------------------------------------------------
