@@ -78,7 +78,7 @@ pub enum Command {
     /// Record an engagement event by hand (a reply, an unsubscribe, a meeting).
     Event(commands::EventArgs),
     /// What worked: sends, opens, clicks, replies, bounces, unsubscribes and conversions by
-    /// step, channel, country, industry or day, with intervals and the lead funnel.
+    /// step, A/B variant, channel, country, industry or day, with intervals and the funnel.
     Report(report::ReportArgs),
     /// The deliverability monitor: each channel's bounce, complaint and unsubscribe rates,
     /// its standing, and lifting a halt.
@@ -109,13 +109,14 @@ pub enum Command {
     /// Sync leads from Airtable and write back their status.
     #[command(subcommand)]
     Airtable(commands::AirtableCommand),
-    /// Measure throughput (planner, ledger, quickstart, channels).
+    /// Measure throughput (planner, timing, ledger, dispatch, personalize, report, channels,
+    /// smtp, quickstart), each against a baseline measured in the same run.
     Bench(BenchArgs),
     /// Check every configured channel (credentials, permissions, mailbox/account) and print
     /// a table of what works.
     Doctor,
-    /// Serve Twilio's webhooks (delivery statuses, inbound SMS: STOP/START/HELP/replies) and
-    /// one-click unsubscribe links, until SIGINT/SIGTERM.
+    /// Serve Twilio's webhooks (delivery statuses, inbound SMS: STOP/START/HELP/replies),
+    /// one-click unsubscribe links, /healthz, /readyz and /metrics, until SIGINT/SIGTERM.
     Serve(serve::ServeArgs),
     /// Read replies and bounces from the configured mailboxes ([channels.imap], [channels.graph]).
     #[command(subcommand)]
