@@ -348,9 +348,11 @@ angle = "ask one question about their pipeline"
     let challengers: Vec<_> = deliveries
         .iter()
         .filter(|d| {
-            d.subject
-                .as_deref()
-                .is_some_and(|s| s.starts_with("A question"))
+            // Sent ones only: a lead in a country with a public holiday today waits.
+            d.state == DeliveryState::Sent
+                && d.subject
+                    .as_deref()
+                    .is_some_and(|s| s.starts_with("A question"))
         })
         .take(12)
         .collect();
