@@ -111,6 +111,8 @@ pub struct PgStore {
     pool: PgPool,
     /// Advisory lock key serializing `upsert_leads` (its find-then-write must not race).
     upsert_lock: i64,
+    /// The suppression hash key, once the database has one (it never changes after).
+    suppression_key: std::sync::Arc<std::sync::OnceLock<Vec<u8>>>,
 }
 
 impl PgStore {
@@ -231,6 +233,7 @@ impl PgStore {
         Ok(Self {
             pool: pool.connect_lazy_with(options),
             upsert_lock: lock_key("upsert_leads", schema),
+            suppression_key: Default::default(),
         })
     }
 }
@@ -1233,9 +1236,17 @@ impl Store for PgStore {
         let kinds: Vec<&str> = values.iter().map(SuppressionKey::kind).collect();
         let vals: Vec<&str> = values.iter().map(SuppressionKey::value).collect();
         // An erased person's entry keeps only a keyed hash of the value.
-        let hash_key = {
-            let mut conn = self.pool.acquire().await?;
-            gdpr::suppression_key(&mut conn, false).await?
+        // Read once it exists: suppression checks run for every planned and sent message.
+        let hash_key = match self.suppression_key.get() {
+            Some(key) => Some(key.clone()),
+            None => {
+                let mut conn = self.pool.acquire().await?;
+                let key = gdpr::suppression_key(&mut conn, false).await?;
+                if let Some(k) = &key {
+                    let _ = self.suppression_key.set(k.clone());
+                }
+                key
+            }
         };
         let hashed: Vec<String> = values
             .iter()
