@@ -268,6 +268,7 @@ mod tests {
                     delivery: Some(DeliveryId(7)),
                 },
             ],
+            consents: Vec::new(),
         };
         let earlier = vec![EarlierMessage {
             at: sent,

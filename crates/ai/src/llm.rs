@@ -147,6 +147,17 @@ pub struct Completion {
     pub retries: u32,
 }
 
+/// A successful structured completion (not a draft).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StructuredCompletion {
+    /// The JSON object the model returned, with exactly the schema's properties.
+    pub value: Value,
+    /// Tokens used.
+    pub usage: Usage,
+    /// 429s waited out before this answer.
+    pub retries: u32,
+}
+
 /// Why a completion did not produce a draft.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LlmError {
@@ -312,11 +323,108 @@ impl LlmClient {
 
     /// Asks for one draft; retries 429 `rate_limit_exceeded` and 5xx within the bounds.
     pub async fn complete(&self, messages: &[ChatMessage]) -> Result<Completion, LlmError> {
-        self.budget.check()?;
         let body = self.request_body(messages);
+        let (text, retries) = self.post(&body).await?;
+        let (completion, usage) = parse_completion(&text)?;
+        self.budget.spend(usage.total());
+        completion.map(|(draft, raw)| Completion {
+            draft,
+            raw,
+            usage,
+            retries,
+        })
+    }
+
+    /// The request body of a structured call with another schema than the draft's (strict
+    /// mode: the caller's schema must require every property and forbid others).
+    pub fn structured_request_body(
+        &self,
+        messages: &[ChatMessage],
+        schema_name: &str,
+        schema: &Value,
+    ) -> Value {
+        json!({
+            "model": self.config.model,
+            "messages": messages,
+            "temperature": self.config.temperature,
+            "max_completion_tokens": self.config.max_completion_tokens,
+            "n": 1,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": schema_name, "strict": true, "schema": schema}
+            }
+        })
+    }
+
+    /// Asks for one JSON object matching `schema` (reply classification, narratives), with the
+    /// same retries and budget as drafts. The caller validates the object's values; this
+    /// checks that the content is a JSON object with exactly the schema's properties.
+    pub async fn complete_structured(
+        &self,
+        messages: &[ChatMessage],
+        schema_name: &str,
+        schema: &Value,
+    ) -> Result<StructuredCompletion, LlmError> {
+        let body = self.structured_request_body(messages, schema_name, schema);
+        let (text, retries) = self.post(&body).await?;
+        let value: Value = serde_json::from_str(&text)
+            .map_err(|e| LlmError::InvalidOutput(format!("the response is not JSON: {e}")))?;
+        let usage = Usage {
+            prompt_tokens: value["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
+            completion_tokens: value["usage"]["completion_tokens"].as_u64().unwrap_or(0),
+        };
+        self.budget.spend(usage.total());
+        let message = &value["choices"][0]["message"];
+        if message.is_null() {
+            return Err(LlmError::InvalidOutput(
+                "the response has no choices[0].message".into(),
+            ));
+        }
+        if let Some(refusal) = message["refusal"].as_str().filter(|r| !r.trim().is_empty()) {
+            return Err(LlmError::Refused(refusal.to_owned()));
+        }
+        if value["choices"][0]["finish_reason"].as_str() == Some("length") {
+            return Err(LlmError::InvalidOutput(
+                "the answer was cut off at the token limit".into(),
+            ));
+        }
+        let content = message["content"]
+            .as_str()
+            .ok_or_else(|| LlmError::InvalidOutput("message.content is empty".into()))?;
+        let parsed: Value = serde_json::from_str(content.trim())
+            .map_err(|e| LlmError::InvalidOutput(format!("content is not JSON: {e}")))?;
+        let Value::Object(map) = &parsed else {
+            return Err(LlmError::InvalidOutput(
+                "content is not a JSON object".into(),
+            ));
+        };
+        let properties = schema["properties"].as_object();
+        for key in map.keys() {
+            if !properties.is_some_and(|p| p.contains_key(key)) {
+                return Err(LlmError::InvalidOutput(format!(
+                    "unexpected property {key:?}"
+                )));
+            }
+        }
+        for key in schema["required"].as_array().into_iter().flatten() {
+            let key = key.as_str().unwrap_or("");
+            if !map.contains_key(key) {
+                return Err(LlmError::InvalidOutput(format!("property {key:?} missing")));
+            }
+        }
+        Ok(StructuredCompletion {
+            value: parsed,
+            usage,
+            retries,
+        })
+    }
+
+    /// Posts a request body; returns the successful response's text and the retries it took.
+    async fn post(&self, body: &Value) -> Result<(String, u32), LlmError> {
+        self.budget.check()?;
         let mut retries = 0;
         loop {
-            let mut request = self.http.post(self.endpoint()).json(&body);
+            let mut request = self.http.post(self.endpoint()).json(body);
             if let Some(key) = &self.config.api_key {
                 request = match &self.config.api_key_header {
                     Some(header) => request.header(header.as_str(), key.expose_secret()),
@@ -328,14 +436,7 @@ impl LlmClient {
             let headers = response.headers().clone();
             let text = response.text().await.map_err(|e| self.transport(e))?;
             if status.is_success() {
-                let (completion, usage) = parse_completion(&text)?;
-                self.budget.spend(usage.total());
-                return completion.map(|(draft, raw)| Completion {
-                    draft,
-                    raw,
-                    usage,
-                    retries,
-                });
+                return Ok((text, retries));
             }
             let error = ProviderError::parse(&text);
             let retryable = match status.as_u16() {

@@ -123,6 +123,7 @@ fn fixtures() -> Vec<Fixture> {
                         delivery: Some(DeliveryId(10)),
                     },
                 ],
+                consents: Vec::new(),
             },
             earlier: vec![EarlierMessage {
                 at: sent,

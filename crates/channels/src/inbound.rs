@@ -90,6 +90,8 @@ pub struct Inbound {
     pub date: Option<DateTime<Utc>>,
     /// What it is.
     pub kind: InboundKind,
+    /// Its plain-text body (the first 4,000 characters), for classifying a reply.
+    pub text: Option<String>,
 }
 
 /// Subject prefixes and phrases of automatic replies, lower-case, in the languages our
@@ -143,6 +145,7 @@ pub fn classify(raw: &[u8]) -> Inbound {
             subject: None,
             date: None,
             kind: InboundKind::Unrelated,
+            text: None,
         };
     };
     let kind = kind_of(&message, raw);
@@ -158,6 +161,9 @@ pub fn classify(raw: &[u8]) -> Inbound {
             .date()
             .and_then(|d| Utc.timestamp_opt(d.to_timestamp(), 0).single()),
         kind,
+        text: message
+            .body_text(0)
+            .map(|t| t.chars().take(4_000).collect()),
     }
 }
 

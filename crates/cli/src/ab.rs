@@ -38,6 +38,60 @@ pub enum AbCommand {
         #[arg(long, default_value_t = 0.05)]
         alpha: f64,
     },
+    /// Promote a variant by hand: every new lead gets it (leads already sent a variant keep
+    /// theirs). Recorded in the audit log; undo with `ab reset`.
+    Promote {
+        /// The campaign's slug.
+        campaign: String,
+        /// The step (1-based).
+        step: usize,
+        /// The variant to promote.
+        variant: String,
+        /// Why (kept with the decision and in the audit log).
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Undo a promotion (automatic or by hand): new leads get variants by the step's mode
+    /// again, and automatic promotion stays off for the experiment until the next `ab promote`.
+    Reset {
+        /// The campaign's slug.
+        campaign: String,
+        /// The step (1-based).
+        step: usize,
+        /// Why (kept with the decision and in the audit log).
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+}
+
+fn decision_json(d: &engager_store::ExperimentDecision) -> serde_json::Value {
+    json!({
+        "state": d.state.as_str(),
+        "variant": d.variant,
+        "source": d.source,
+        "reason": d.reason,
+        "decided_at": d.decided_at.to_rfc3339(),
+    })
+}
+
+fn decision_text(d: &engager_store::ExperimentDecision) -> String {
+    match (&d.state, &d.variant) {
+        (engager_store::DecisionState::Promoted, Some(v)) => format!(
+            "variant {v} promoted {} on {} ({}): every new lead gets it",
+            if d.source == "auto" {
+                "automatically"
+            } else {
+                "by hand"
+            },
+            d.decided_at.format("%Y-%m-%d %H:%M UTC"),
+            d.reason
+        ),
+        _ => format!(
+            "promotion reset on {} ({}): automatic promotion off until the next `ab promote`",
+            d.decided_at.format("%Y-%m-%d %H:%M UTC"),
+            d.reason
+        ),
+    }
 }
 
 async fn all_time(app: &App, campaign: Option<String>) -> Result<Report> {
@@ -58,7 +112,69 @@ fn row_key(slug: &str, step: usize, variant: &str) -> String {
 
 pub async fn run(app: &App, command: AbCommand, json: bool) -> Result<ExitCode> {
     let catalog = Catalog::load(app.store.as_ref()).await?;
+    let decisions: std::collections::HashMap<String, engager_store::ExperimentDecision> = app
+        .store
+        .experiment_decisions()
+        .await?
+        .into_iter()
+        .map(|d| (d.experiment.clone(), d))
+        .collect();
+    let find_step = |campaign: &str,
+                     step: usize|
+     -> Result<(&engager_domain::Campaign, &engager_domain::Step)> {
+        let c = catalog
+            .by_slug(campaign)
+            .ok_or_else(|| anyhow!("{campaign:?} is not a known campaign"))?;
+        let s = c.steps.get(step.wrapping_sub(1)).ok_or_else(|| {
+            anyhow!(
+                "campaign {campaign} has no step {step} (it has {})",
+                c.steps.len()
+            )
+        })?;
+        if s.variants.is_empty() {
+            bail!("step {step} of {campaign} runs no experiment");
+        }
+        Ok((c, s))
+    };
     match command {
+        AbCommand::Promote {
+            campaign,
+            step,
+            variant,
+            note,
+        } => {
+            let (c, s) = find_step(&campaign, step)?;
+            let d = engager_engine::experiments::promote(
+                app.store.as_ref(),
+                c,
+                s,
+                &variant,
+                &note,
+                Utc::now(),
+            )
+            .await?;
+            if json {
+                print_json(&json!({"experiment": d.experiment, "decision": decision_json(&d)}));
+            } else {
+                println!("{}: {}", d.experiment, decision_text(&d));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AbCommand::Reset {
+            campaign,
+            step,
+            note,
+        } => {
+            let (c, s) = find_step(&campaign, step)?;
+            let d = engager_engine::experiments::reset(app.store.as_ref(), c, s, &note, Utc::now())
+                .await?;
+            if json {
+                print_json(&json!({"experiment": d.experiment, "decision": decision_json(&d)}));
+            } else {
+                println!("{}: {}", d.experiment, decision_text(&d));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         AbCommand::List => {
             let report = all_time(app, None).await?;
             let mut experiments = Vec::new();
@@ -84,11 +200,16 @@ pub async fn run(app: &App, command: AbCommand, json: bool) -> Result<ExitCode> 
                             })
                         })
                         .collect();
+                    let experiment = step.experiment(&campaign.slug);
                     experiments.push(json!({
-                        "experiment": step.experiment(&campaign.slug),
+                        "experiment": experiment,
                         "campaign": campaign.slug,
                         "step": step.index + 1,
                         "step_name": step.name,
+                        "mode": step.experiment.mode.as_str(),
+                        "auto_promote": step.experiment.auto_promote,
+                        "metric": step.experiment.metric.as_str(),
+                        "decision": decisions.get(&experiment).map(decision_json),
                         "variants": variants,
                     }));
                 }
@@ -98,12 +219,38 @@ pub async fn run(app: &App, command: AbCommand, json: bool) -> Result<ExitCode> 
             } else if experiments.is_empty() {
                 println!("No step runs an experiment (add [[steps.variants]] to a campaign file).");
             } else {
-                let mut t = table(&["Experiment", "Step", "Variant", "Share", "Sent", "Subject"]);
+                let mut t = table(&[
+                    "Experiment",
+                    "Step",
+                    "Mode",
+                    "Variant",
+                    "Share",
+                    "Sent",
+                    "Subject",
+                ]);
                 for e in &experiments {
+                    let mode = format!(
+                        "{}{}{}",
+                        e["mode"].as_str().unwrap_or(""),
+                        if e["auto_promote"] == true {
+                            ", auto-promote"
+                        } else {
+                            ""
+                        },
+                        match (
+                            e["decision"]["state"].as_str(),
+                            e["decision"]["variant"].as_str()
+                        ) {
+                            (Some("promoted"), Some(v)) => format!(", {v} promoted"),
+                            (Some("reset"), _) => ", promotion reset".to_owned(),
+                            _ => String::new(),
+                        }
+                    );
                     for v in e["variants"].as_array().into_iter().flatten() {
                         t.add_row(vec![
                             e["experiment"].as_str().unwrap_or("").to_owned(),
                             e["step_name"].as_str().unwrap_or("").to_owned(),
+                            mode.clone(),
                             v["name"].as_str().unwrap_or("").to_owned(),
                             format!("{:.0}%", v["share"].as_f64().unwrap_or(0.0) * 100.0),
                             v["sent"].to_string(),
@@ -197,6 +344,9 @@ pub async fn run(app: &App, command: AbCommand, json: bool) -> Result<ExitCode> 
                         "metric": metric,
                         "verdict": verdict_text(verdict),
                         "winner": match verdict { Verdict::Winner { variant } => Some(variant.clone()), _ => None },
+                        "mode": s.experiment.mode.as_str(),
+                        "auto_promote": s.experiment.auto_promote,
+                        "decision": decisions.get(&s.experiment(&campaign)).map(decision_json),
                         "variants": results.iter().map(|r| json!({
                             "name": r.counts.name,
                             "sent": r.counts.delivered,
@@ -218,6 +368,23 @@ pub async fn run(app: &App, command: AbCommand, json: bool) -> Result<ExitCode> 
                         s.name,
                         verdict_text(verdict)
                     );
+                    println!(
+                        "Mode: {}{}",
+                        s.experiment.mode.as_str(),
+                        if s.experiment.auto_promote {
+                            format!(
+                                ", winner promoted automatically (judged on {}, min sample {}, alpha {})",
+                                s.experiment.metric.as_str(),
+                                s.experiment.min_sample,
+                                s.experiment.alpha
+                            )
+                        } else {
+                            String::new()
+                        }
+                    );
+                    if let Some(d) = decisions.get(&s.experiment(&campaign)) {
+                        println!("Decision: {}", decision_text(d));
+                    }
                     let mut t = table(&[
                         "Variant",
                         "Sent",

@@ -48,6 +48,9 @@ pub enum BenchCommand {
     },
     /// Wall time of the quickstart simulation.
     Quickstart,
+    /// Planner throughput with an A/B experiment (fixed weights; bandit with automatic
+    /// promotion) against the same campaign without one, in the same run.
+    Ab(crate::bench_ab::AbBenchArgs),
     /// SMTP messages/s to a real SMTP sink and CPU time per message (no DKIM, Ed25519, RSA).
     Smtp(crate::bench_smtp::SmtpBenchArgs),
     /// Template personalization messages/s, the quality gate's p50/p99, and the AI cache hit
@@ -57,6 +60,9 @@ pub enum BenchCommand {
     Dispatch(crate::bench_dispatch::DispatchBenchArgs),
     /// `engager report` over about a million events on SQLite, against the same query alone.
     Report(crate::bench_report::ReportBenchArgs),
+    /// Open-pixel requests/s (wrk) against a bare hello-world axum route in the same run, and
+    /// the opens recorded against the pixels served (0 lost).
+    Tracking(crate::bench_tracking::TrackingBenchArgs),
     /// Graph and Twilio channel throughput against the local fakes with a fixed provider
     /// latency: sends/s at each concurrency C, against the ideal C / latency.
     Channels {
@@ -82,9 +88,11 @@ pub async fn run(command: BenchCommand, json: bool) -> Result<ExitCode> {
         BenchCommand::Timing { iterations } => timing(iterations, json),
         BenchCommand::Ledger { rows, postgres } => ledger(rows, postgres, json).await,
         BenchCommand::Quickstart => quickstart(json).await,
+        BenchCommand::Ab(args) => crate::bench_ab::run(args, json).await,
         BenchCommand::Smtp(args) => crate::bench_smtp::run(args, json).await,
         BenchCommand::Dispatch(args) => crate::bench_dispatch::run(args, json).await,
         BenchCommand::Report(args) => crate::bench_report::run(args, json).await,
+        BenchCommand::Tracking(args) => crate::bench_tracking::run(args, json).await,
         BenchCommand::Personalize(args) => crate::bench_personalize::run(args, json).await,
         BenchCommand::Channels {
             concurrency,

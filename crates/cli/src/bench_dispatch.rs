@@ -2,7 +2,8 @@
 //! limiter, daily caps, circuit breakers, retry classification) on vs. off, against the same
 //! instant in-process provider — the worst case for the layer's relative overhead. The layer
 //! is measured with the in-process limiter (governor) and with the database-backed one
-//! shared by every process (`[limits] shared = true`: one transaction per permit).
+//! shared by every process (`[limits] shared = true`: one transaction per permit), and with
+//! two accounts in rotation (the sequence's account looked up for every delivery).
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -67,6 +68,9 @@ enum Mode {
     InProcess,
     /// Limiter in the database.
     Shared,
+    /// Limiter in this process, two accounts in rotation (mailbox rotation: the sequence's
+    /// account looked up per delivery, accounts ordered by remaining capacity).
+    Rotated,
 }
 
 async fn measure(rows: usize, mode: Mode, n: usize, dir: &std::path::Path) -> Result<f64> {
@@ -85,7 +89,18 @@ async fn measure(rows: usize, mode: Mode, n: usize, dir: &std::path::Path) -> Re
         .plan_due(now, None, false)
         .await?;
     let provider = Arc::new(Instant0(AtomicU64::new(0)));
-    let channels = ChannelSet::new().with(provider.clone());
+    let channels = if mode == Mode::Rotated {
+        let accounts: Vec<Arc<dyn ChannelSender>> = ["maya@acme.example", "sam@acme.example"]
+            .into_iter()
+            .map(|a| {
+                Arc::new(engager_engine::accounts::AccountSender::new(provider.clone(), a))
+                    as Arc<dyn ChannelSender>
+            })
+            .collect();
+        ChannelSet::new().with_accounts(accounts)
+    } else {
+        ChannelSet::new().with(provider.clone())
+    };
     let mut limits = HashMap::new();
     limits.insert(
         Channel::Email,
@@ -98,6 +113,13 @@ async fn measure(rows: usize, mode: Mode, n: usize, dir: &std::path::Path) -> Re
     let mut guard = SendGuard::new(limits.clone(), CircuitPolicy::default());
     if mode == Mode::Shared {
         guard = guard.with_limiter(Box::new(StoreLimiter::new(store.clone(), limits)));
+    } else if mode == Mode::Rotated {
+        let own = channels
+            .accounts(Channel::Email)
+            .iter()
+            .map(|s| (SendGuard::account(Channel::Email, s.name()), limits[&Channel::Email].clone()))
+            .collect();
+        guard = guard.with_account_limits(own);
     }
     // Not before the real clock: the dispatcher reads it for every delivery.
     let at = (now + Duration::days(10)).max(Utc::now());
@@ -123,19 +145,22 @@ async fn measure(rows: usize, mode: Mode, n: usize, dir: &std::path::Path) -> Re
 pub async fn run(args: DispatchBenchArgs, json: bool) -> Result<ExitCode> {
     let dir = tempfile::tempdir()?;
     let (mut off, mut on, mut shared) = (Vec::new(), Vec::new(), Vec::new());
+    let mut rotated = Vec::new();
     for round in 0..args.rounds {
-        off.push(measure(args.rows, Mode::Off, round * 3, dir.path()).await?);
-        on.push(measure(args.rows, Mode::InProcess, round * 3 + 1, dir.path()).await?);
-        shared.push(measure(args.rows, Mode::Shared, round * 3 + 2, dir.path()).await?);
+        off.push(measure(args.rows, Mode::Off, round * 4, dir.path()).await?);
+        on.push(measure(args.rows, Mode::InProcess, round * 4 + 1, dir.path()).await?);
+        shared.push(measure(args.rows, Mode::Shared, round * 4 + 2, dir.path()).await?);
+        rotated.push(measure(args.rows, Mode::Rotated, round * 4 + 3, dir.path()).await?);
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
     let (off_m, on_m, shared_m) = (median(&mut off), median(&mut on), median(&mut shared));
+    let rotated_m = median(&mut rotated);
     if json {
         print_json(
-            &json!({"rows": args.rows, "sends_per_second_without_guard": off_m, "sends_per_second_with_guard": on_m, "ratio": on_m / off_m, "sends_per_second_with_shared_limiter": shared_m, "shared_ratio": shared_m / off_m}),
+            &json!({"rows": args.rows, "sends_per_second_without_guard": off_m, "sends_per_second_with_guard": on_m, "ratio": on_m / off_m, "sends_per_second_with_shared_limiter": shared_m, "shared_ratio": shared_m / off_m, "sends_per_second_two_accounts_rotated": rotated_m, "rotated_ratio": rotated_m / off_m, "rotated_vs_one_account": rotated_m / on_m}),
         );
     } else {
         let mut t = table(&["Mode", "Sends/s (median)", "Ratio"]);
@@ -153,6 +178,11 @@ pub async fn run(args: DispatchBenchArgs, json: bool) -> Result<ExitCode> {
             "dispatcher + shared (database) limiter + daily cap + circuit breaker".into(),
             format!("{shared_m:.0}"),
             format!("{:.2}", shared_m / off_m),
+        ]);
+        t.add_row(vec![
+            "dispatcher + limiter + daily cap + circuit breaker, two accounts in rotation".into(),
+            format!("{rotated_m:.0}"),
+            format!("{:.2}", rotated_m / off_m),
         ]);
         println!("{t}");
     }

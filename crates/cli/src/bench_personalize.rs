@@ -212,6 +212,7 @@ pub async fn run(args: PersonalizeBenchArgs, json: bool) -> Result<ExitCode> {
             zone: *zone,
             sender: &sender,
             now,
+            variant: None,
         }));
     }
     let started = Instant::now();

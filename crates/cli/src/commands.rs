@@ -68,7 +68,11 @@ pub fn configured_channels(
 ) -> Result<ChannelSet> {
     let mut set = channel_set(engine, &settings.outbox_dir(config_dir));
     let enabled = |c: engager_domain::Channel| engine.enabled_channels.contains(&c);
-    if let Some(graph) = &settings.channels.graph {
+    if let Some(graph) = settings.channels.graph.as_ref().filter(|g| g.rotated) {
+        if enabled(engager_domain::Channel::Email) {
+            set = set.with_accounts(crate::accounts::graph_senders(graph)?);
+        }
+    } else if let Some(graph) = settings.channels.graph.as_ref().map(|g| g.first()) {
         if enabled(engager_domain::Channel::Email) {
             if !graph
                 .mailbox
@@ -84,14 +88,23 @@ pub fn configured_channels(
             set = set.with(Arc::new(channel) as Arc<dyn ChannelSender>);
         }
     }
-    if let Some(twilio) = &settings.channels.twilio {
+    if let Some(twilio) = settings.channels.twilio.as_ref().filter(|t| t.rotated) {
+        if enabled(engager_domain::Channel::Sms) {
+            set = set.with_accounts(crate::accounts::twilio_senders(twilio)?);
+        }
+    } else if let Some(twilio) = settings.channels.twilio.as_ref().map(|t| t.first()) {
         if enabled(engager_domain::Channel::Sms) {
             let channel = engager_channels::TwilioChannel::new(twilio.clone())
                 .map_err(|e| anyhow!("configuring Twilio: {e}"))?;
             set = set.with(Arc::new(channel) as Arc<dyn ChannelSender>);
         }
     }
-    if let Some(smtp) = settings.smtp_config(config_dir)? {
+    let smtp_accounts = settings.smtp_accounts(config_dir)?;
+    if let Some(smtp) = smtp_accounts.as_ref().filter(|s| s.rotated) {
+        if enabled(engager_domain::Channel::Email) {
+            set = set.with_accounts(crate::accounts::smtp_senders(smtp)?);
+        }
+    } else if let Some(smtp) = smtp_accounts.map(|s| s.first().clone()) {
         if enabled(engager_domain::Channel::Email) {
             let from_domain = engine
                 .sender
@@ -208,9 +221,16 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Command::Review(c) => crate::review::run(&App::open(config).await?, c, json).await,
             Command::Ab(c) => crate::ab::run(&App::open(config).await?, c, json).await,
+            Command::Reply(c) => crate::reply::run(&App::open(config).await?, c, json).await,
             Command::Gdpr(c) => crate::gdpr::run(&App::open(config).await?, c, json).await,
             Command::Deliverability(c) => {
                 crate::deliverability::run(&App::open(config).await?, c, json).await
+            }
+            Command::Consent(c) => {
+                crate::compliance::consent(&App::open(config).await?, c, json).await
+            }
+            Command::Compliance(c) => {
+                crate::compliance::compliance(&App::open(config).await?, c, json).await
             }
             Command::Convert(args) => {
                 crate::report::convert(&App::open(config).await?, args, json).await
@@ -594,10 +614,19 @@ async fn run(app: App, config: Option<&Path>, args: RunArgs, json: bool) -> Resu
         .settings
         .ai
         .personalization(&app.config_dir, &app.engine)?;
+    let alerter = app.settings.alerter(
+        &app.engine,
+        app.channels().get(engager_domain::Channel::Email).cloned(),
+    )?;
     let planner = Planner::new(app.store.as_ref(), &catalog, &app.engine)
-        .with_open_circuits(open_circuits(app.store.as_ref(), now).await?)
-        .with_ai(ai.as_ref());
+        .with_open_circuits(open_circuits(app.store.as_ref(), &app.channels(), now).await?)
+        .with_ai(ai.as_ref())
+        .with_alerts(&alerter);
     let plan = planner.plan_due(now, args.limit, args.dry_run).await?;
+    for (id, reason) in planner.halted_campaigns() {
+        let slug = catalog.get(id).map_or_else(|| id.to_string(), |c| c.slug.clone());
+        eprintln!("Campaign {slug} is HALTED for compliance: {reason}. Fix it, then run `engager compliance resume {slug}`.");
+    }
     let ai_counts = ai.as_ref().map(|a| a.counts());
     if args.dry_run {
         let due = app
@@ -663,7 +692,7 @@ async fn run(app: App, config: Option<&Path>, args: RunArgs, json: bool) -> Resu
         &app.engine,
         channels.get(engager_domain::Channel::Email).cloned(),
     )?;
-    let halted = crate::deliverability::enforce(&app, Some(&alerter), now).await?;
+    let halted = crate::deliverability::enforce(&app, Some(&alerter), Some(&guard), now).await?;
     let dispatcher = Dispatcher::new(app.store.as_ref(), &catalog, &app.engine, &channels)
         .real_time()
         .with_guard(&guard)
@@ -846,10 +875,11 @@ async fn daemon(app: App, config: Option<&Path>, limit: Option<usize>) -> Result
         }
         let plan = Planner::new(app.store.as_ref(), &catalog, &engine)
             .with_open_circuits(
-                open_circuits(app.store.as_ref(), now)
+                open_circuits(app.store.as_ref(), &app.channels(), now)
                     .await
                     .unwrap_or_default(),
             )
+            .with_alerts(&alerter)
             .with_ai(ai.as_ref())
             .plan_due(now, limit, false)
             .await;
@@ -866,7 +896,7 @@ async fn daemon(app: App, config: Option<&Path>, limit: Option<usize>) -> Result
         }
         // The deliverability check reads a week of sends: once a minute, not every pass.
         if std::time::Instant::now() >= next_monitor {
-            halted = crate::deliverability::enforce(&app, Some(&alerter), now)
+            halted = crate::deliverability::enforce(&app, Some(&alerter), Some(&guard), now)
                 .await
                 .unwrap_or_else(|e| {
                     warn!(error = %e, "The deliverability check failed; sending waits for the next check.");
@@ -1032,6 +1062,7 @@ async fn status(app: &App, json: bool) -> Result<ExitCode> {
             "Account",
             "Circuit",
             "Sent today",
+            "Cap today",
             "Left today",
             "Queued",
             "Oldest due",
@@ -1045,6 +1076,7 @@ async fn status(app: &App, json: bool) -> Result<ExitCode> {
                     None => a.circuit.clone(),
                 },
                 a.sent_today.to_string(),
+                a.cap_today.map_or_else(|| "no cap".into(), |c| c.to_string()),
                 a.cap_today.map_or_else(
                     || "no cap".into(),
                     |c| u64::from(c).saturating_sub(a.sent_today).to_string(),
@@ -1069,18 +1101,20 @@ async fn status(app: &App, json: bool) -> Result<ExitCode> {
 /// Channels whose account's circuit is open (saved by any process), and until when.
 async fn open_circuits(
     store: &dyn Store,
+    channels: &ChannelSet,
     now: chrono::DateTime<Utc>,
 ) -> Result<std::collections::HashMap<engager_domain::Channel, chrono::DateTime<Utc>>> {
-    let mut open: std::collections::HashMap<_, _> = store
-        .account_states()
-        .await?
-        .into_iter()
+    let states = store.account_states().await?;
+    let mut open: std::collections::HashMap<_, _> = states
+        .iter()
         .filter_map(|s| {
             let until = s.open_until.filter(|u| *u > now)?;
             let channel = s.account.split(':').next()?.parse().ok()?;
             Some((channel, until))
         })
         .collect();
+    // With several accounts, a channel is closed only when every account's circuit is.
+    crate::accounts::rotated_open_circuits(&states, channels, now, &mut open);
     // A channel halted by the deliverability monitor is planned around like an open circuit
     // (the step's next channel, or a later pass), looked at again after a while.
     for halt in store.sending_halts().await? {
@@ -1092,18 +1126,18 @@ async fn open_circuits(
 }
 
 /// One sending account's health, as `engager status` shows it.
-struct AccountView {
-    account: String,
-    circuit: String,
-    open_until: Option<chrono::DateTime<Utc>>,
-    sent_today: u64,
-    cap_today: Option<u32>,
+pub(crate) struct AccountView {
+    pub(crate) account: String,
+    pub(crate) circuit: String,
+    pub(crate) open_until: Option<chrono::DateTime<Utc>>,
+    pub(crate) sent_today: u64,
+    pub(crate) cap_today: Option<u32>,
     queued: u64,
     oldest_due: Option<chrono::DateTime<Utc>>,
     by_state: std::collections::BTreeMap<String, u64>,
 }
 
-async fn account_health(app: &App) -> Result<Vec<AccountView>> {
+pub(crate) async fn account_health(app: &App) -> Result<Vec<AccountView>> {
     let now = SystemClock.now();
     let channels = app.channels();
     let guard = app.settings.guard()?;
@@ -1114,18 +1148,36 @@ async fn account_health(app: &App) -> Result<Vec<AccountView>> {
         .and_hms_opt(0, 0, 0)
         .map_or(now, |t| t.and_utc());
     let sent = app.store.sent_counts_since(day_start).await?;
+    let by_account =
+        crate::accounts::sent_by_account(app.store.as_ref(), &channels, day_start).await?;
     let mut out = Vec::new();
-    for sender in channels.all() {
+    for sender in channels.every() {
         let channel = sender.channel();
         let account = engager_engine::guard::SendGuard::account(channel, sender.name());
         let saved = states.iter().find(|s| s.account == account);
         let open_until = saved.and_then(|s| s.open_until).filter(|u| *u > now);
-        let rows: Vec<_> = ledger.iter().filter(|r| r.channel == channel).collect();
+        // The queue is the channel's (a delivery gets its account when it is sent): shown
+        // on the channel's first account.
+        let first = channels
+            .get(channel)
+            .is_some_and(|f| Arc::ptr_eq(f, sender));
+        let rows: Vec<_> = ledger
+            .iter()
+            .filter(|r| r.channel == channel && first)
+            .collect();
         let queued_states = [
             DeliveryState::Planned,
             DeliveryState::RetryWait,
             DeliveryState::Claimed,
         ];
+        let sent_today = match by_account.get(&account) {
+            Some(n) => *n,
+            None => sent
+                .iter()
+                .find(|(c, _)| *c == channel)
+                .map_or(0, |(_, n)| *n),
+        };
+        let cap_today = guard.account_cap_on(&account, channel, now.date_naive());
         out.push(AccountView {
             circuit: match (saved, open_until) {
                 (_, Some(_)) => "open".to_owned(),
@@ -1134,11 +1186,8 @@ async fn account_health(app: &App) -> Result<Vec<AccountView>> {
             },
             account,
             open_until,
-            sent_today: sent
-                .iter()
-                .find(|(c, _)| *c == channel)
-                .map_or(0, |(_, n)| *n),
-            cap_today: guard.cap_on(channel, now.date_naive()),
+            sent_today,
+            cap_today,
             queued: rows
                 .iter()
                 .filter(|r| queued_states.contains(&r.state))
@@ -1539,9 +1588,18 @@ async fn airtable(app: &App, command: AirtableCommand, json: bool) -> Result<Exi
                 .iter()
                 .filter(|o| matches!(o, UpsertOutcome::Inserted(_)))
                 .count();
+            let converted = crate::airtable_conversions::apply(
+                app.store.as_ref(),
+                &client.config().source_name(),
+                &report.conversions,
+                SystemClock.now(),
+                dry_run,
+            )
+            .await?;
             if json {
                 print_json(&json!({
                     "fetched": report.leads.len(), "inserted": inserted, "updated": outcomes.len() - inserted, "dry_run": dry_run,
+                    "conversions": {"recorded": converted.recorded, "already_recorded": converted.already, "no_lead": converted.unknown},
                     "rejected": report.rejected.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
                     "ineligible": report.ineligible.iter().map(|r| format!("{}: {}", r.record_id, r.reason)).collect::<Vec<_>>(),
                 }));
@@ -1551,6 +1609,23 @@ async fn airtable(app: &App, command: AirtableCommand, json: bool) -> Result<Exi
                 }
                 for r in &report.ineligible {
                     println!("not eligible: {}: {}", r.record_id, r.reason);
+                }
+                if !report.conversions.is_empty() {
+                    println!(
+                        "Conversions from Airtable statuses: {} {}, {} already recorded{}.",
+                        converted.recorded,
+                        if dry_run { "would be recorded" } else { "recorded" },
+                        converted.already,
+                        if converted.unknown.is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                ", {} record(s) never imported ({})",
+                                converted.unknown.len(),
+                                converted.unknown.join(", ")
+                            )
+                        }
+                    );
                 }
                 println!(
                     "{} lead(s) fetched{}; {} rejected, {} not eligible.",

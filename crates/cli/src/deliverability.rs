@@ -47,6 +47,7 @@ fn watched(app: &App) -> Vec<Channel> {
 pub async fn enforce(
     app: &App,
     alerter: Option<&Alerter>,
+    guard: Option<&engager_engine::guard::SendGuard>,
     now: DateTime<Utc>,
 ) -> Result<HashMap<Channel, String>> {
     let settings = app.settings.deliverability.monitor()?;
@@ -59,6 +60,24 @@ pub async fn enforce(
         true,
     )
     .await?;
+    // A warning slows the channel (its rate and daily cap times the assessment's factor)
+    // until the rates recover; a halt stops it.
+    if let Some(guard) = guard {
+        guard.set_slowdowns(
+            health
+                .iter()
+                .filter(|h| !h.is_halted() && h.assessment.standing == Standing::Warning)
+                .map(|h| {
+                    let why = h
+                        .assessment
+                        .findings
+                        .first()
+                        .map_or_else(|| "a warning".to_owned(), ToString::to_string);
+                    (h.channel, (h.assessment.rate_factor, why))
+                })
+                .collect(),
+        );
+    }
     Ok(health
         .into_iter()
         .filter_map(|h| {

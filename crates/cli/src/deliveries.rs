@@ -23,6 +23,9 @@ pub enum DeliveriesCommand {
     },
     /// Decide what happened to an unknown delivery.
     Resolve(ResolveArgs),
+    /// Each sending account (several per channel with mailbox rotation): sent today, today's
+    /// cap and what is left of it, circuit state.
+    Accounts,
 }
 
 /// `engager deliveries resolve`
@@ -60,12 +63,12 @@ pub async fn run(app: &App, command: DeliveriesCommand, json: bool) -> Result<Ex
                     .map_or_else(|| id.to_string(), |c| c.slug.clone())
             };
             if json {
-                print_json(&json!(rows.iter().map(|d| json!({"id": d.id.0, "lead_id": d.lead_id.0, "campaign": slug(d.campaign_id), "step": d.step_index + 1, "channel": d.channel.as_str(), "to": d.to_address, "attempts": d.attempts, "since": d.updated_at.to_rfc3339(), "error": d.last_error})).collect::<Vec<_>>()));
+                print_json(&json!(rows.iter().map(|d| json!({"id": d.id.0, "lead_id": d.lead_id.0, "campaign": slug(d.campaign_id), "step": d.step_index + 1, "channel": d.channel.as_str(), "account": d.account, "to": d.to_address, "attempts": d.attempts, "since": d.updated_at.to_rfc3339(), "error": d.last_error})).collect::<Vec<_>>()));
             } else if rows.is_empty() {
                 println!("No delivery has an unknown outcome.");
             } else {
                 let mut t = table(&[
-                    "Id", "Lead", "Campaign", "Step", "Channel", "To", "Since", "Why",
+                    "Id", "Lead", "Campaign", "Step", "Channel", "Account", "To", "Since", "Why",
                 ]);
                 for d in &rows {
                     t.add_row(vec![
@@ -74,6 +77,7 @@ pub async fn run(app: &App, command: DeliveriesCommand, json: bool) -> Result<Ex
                         slug(d.campaign_id),
                         (d.step_index + 1).to_string(),
                         d.channel.to_string(),
+                        d.account.clone().unwrap_or_default(),
                         d.to_address.clone(),
                         when(d.updated_at),
                         d.last_error.clone().unwrap_or_default(),
@@ -81,6 +85,35 @@ pub async fn run(app: &App, command: DeliveriesCommand, json: bool) -> Result<Ex
                 }
                 println!("{t}");
                 println!("Check the provider (sent items, message logs), then: engager deliveries resolve <id> --sent | --retry | --drop");
+            }
+        }
+        DeliveriesCommand::Accounts => {
+            let accounts = crate::commands::account_health(app).await?;
+            if json {
+                print_json(&json!(accounts.iter().map(|a| json!({
+                    "account": a.account, "circuit": a.circuit,
+                    "open_until": a.open_until.map(|t| t.to_rfc3339()),
+                    "sent_today": a.sent_today, "cap_today": a.cap_today,
+                    "left_today": a.cap_today.map(|c| u64::from(c).saturating_sub(a.sent_today)),
+                })).collect::<Vec<_>>()));
+            } else {
+                let mut t = table(&["Account", "Sent today", "Cap today", "Left today", "Circuit"]);
+                for a in &accounts {
+                    t.add_row(vec![
+                        a.account.clone(),
+                        a.sent_today.to_string(),
+                        a.cap_today.map_or_else(|| "no cap".into(), |c| c.to_string()),
+                        a.cap_today.map_or_else(
+                            || "no cap".into(),
+                            |c| u64::from(c).saturating_sub(a.sent_today).to_string(),
+                        ),
+                        match a.open_until {
+                            Some(until) => format!("{} until {}", a.circuit, when(until)),
+                            None => a.circuit.clone(),
+                        },
+                    ]);
+                }
+                println!("{t}");
             }
         }
         DeliveriesCommand::Resolve(args) => {

@@ -22,7 +22,8 @@ pub async fn run(config: Option<&Path>, json: bool) -> Result<ExitCode> {
     crate::telemetry::init(&settings.telemetry.format, &settings.telemetry.level);
     let channels = configured_channels(&settings, &engine, &config_dir(config))?;
     let mut rows = Vec::new();
-    for sender in channels.all() {
+    // Every sending account, each of a rotation on its own (its mailbox, login or number).
+    for sender in channels.every() {
         let started = Instant::now();
         let outcome = match tokio::time::timeout(CHECK_TIMEOUT, sender.health_check()).await {
             Ok(result) => result,

@@ -1,12 +1,17 @@
 //! `engager`: the command-line interface and daemon.
 
 mod ab;
+mod accounts;
+mod airtable_conversions;
 mod bench;
+mod bench_ab;
 mod bench_dispatch;
 mod bench_personalize;
 mod bench_report;
 mod bench_smtp;
+mod bench_tracking;
 mod commands;
+mod compliance;
 mod deliverability;
 mod deliveries;
 mod doctor;
@@ -15,6 +20,7 @@ mod inbox;
 mod output;
 mod preview;
 mod quickstart;
+mod reply;
 mod report;
 mod review;
 mod schedule;
@@ -84,6 +90,14 @@ pub enum Command {
     /// its standing, and lifting a halt.
     #[command(subcommand)]
     Deliverability(deliverability::DeliverabilityCommand),
+    /// Consent evidence per lead: consent, legitimate interest, CASL implied consent,
+    /// withdrawals and objections (GDPR Art. 21); add, list, import.
+    #[command(subcommand)]
+    Consent(compliance::ConsentCommand),
+    /// The compliance gate: the report of sends, the rules checked and their evidence,
+    /// refusals by rule and gaps; campaign checks and lifting a compliance halt.
+    #[command(subcommand)]
+    Compliance(compliance::ComplianceCommand),
     /// Data-subject requests: export everything held about a person, erase it, and the
     /// compliance audit log.
     #[command(subcommand)]
@@ -104,6 +118,10 @@ pub enum Command {
     /// A/B experiments of campaign steps: list them, and their results with the verdict.
     #[command(subcommand)]
     Ab(ab::AbCommand),
+    /// Replies and their classification (positive, neutral, negative, out_of_office,
+    /// unsubscribe): list them, or set a reply's class by hand.
+    #[command(subcommand)]
+    Reply(reply::ReplyCommand),
     /// Mark a lead as converted (an opportunity or a booked meeting), with an optional value.
     Convert(report::ConvertArgs),
     /// Sync leads from Airtable and write back their status.

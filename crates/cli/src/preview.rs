@@ -116,6 +116,7 @@ pub async fn run(app: &App, args: PreviewArgs, json: bool) -> Result<ExitCode> {
         zone,
         sender: &sender,
         now,
+        variant: step.variant_for(&campaign.slug, lead.id),
     });
     let outcome: Option<(DraftOutcome, DraftSource)> = if app.settings.ai.enabled {
         stage

@@ -50,6 +50,11 @@ fn config_text() -> String {
             "quickstart-demo-secret-not-for-production",
         )
         .replace("level = \"warn\"", "level = \"error\"")
+        // The demo company has documented its legitimate interest for B2B email to EU/UK leads.
+        .replace(
+            "# legitimate_interest_reference = ",
+            "legitimate_interest_reference = ",
+        )
 }
 
 fn prepare_dir(dir: &Path) -> Result<()> {

@@ -515,6 +515,11 @@ pub struct RecommendArgs {
     /// Sends a group needs before it is compared.
     #[arg(long, default_value_t = 100)]
     pub min_sample: u64,
+    /// Also rewrite the recommendations as a short narrative with the configured model
+    /// (`[ai]`); kept only when every number in it appears in the evidence, else the plain
+    /// list stands and the reason is given.
+    #[arg(long)]
+    pub narrative: bool,
 }
 
 pub async fn recommend(app: &App, args: RecommendArgs, json: bool) -> Result<ExitCode> {
@@ -535,10 +540,25 @@ pub async fn recommend(app: &App, args: RecommendArgs, json: bool) -> Result<Exi
             ..Default::default()
         },
     );
+    let narrative = if args.narrative && !recs.is_empty() {
+        let engine = app.settings.engine_config()?;
+        let stage = app.settings.ai.stage(&app.config_dir, &engine)?;
+        Some(engager_engine::narrative::narrate(stage.client(), &recs).await)
+    } else {
+        None
+    };
+    use engager_engine::narrative::Narrative;
     if json {
-        print_json(
-            &json!({"since": since.to_rfc3339(), "sends": facts.deliveries.len(), "recommendations": recs}),
-        );
+        print_json(&json!({
+            "since": since.to_rfc3339(),
+            "sends": facts.deliveries.len(),
+            "recommendations": recs,
+            "narrative": narrative.as_ref().map(|n| match n {
+                Narrative::Accepted(text) => json!({"status": "accepted", "text": text}),
+                Narrative::Rejected { reason, text } => json!({"status": "rejected", "reason": reason, "model_text": text}),
+                Narrative::Failed(e) => json!({"status": "failed", "reason": e}),
+            }),
+        }));
     } else if recs.is_empty() {
         println!(
             "No recommendation with enough evidence from {} sends since {} (groups need {} sends and a significant difference).",
@@ -547,6 +567,16 @@ pub async fn recommend(app: &App, args: RecommendArgs, json: bool) -> Result<Exi
             args.min_sample
         );
     } else {
+        match &narrative {
+            Some(Narrative::Accepted(text)) => println!("{text}\n\nThe evidence:"),
+            Some(Narrative::Rejected { reason, .. }) => {
+                println!("The model's narrative was rejected ({reason}); the plain list follows.")
+            }
+            Some(Narrative::Failed(e)) => {
+                println!("No narrative: {e}; the plain list follows.")
+            }
+            None => {}
+        }
         for (i, r) in recs.iter().enumerate() {
             println!("{}. {}\n   {}", i + 1, r.action, r.evidence);
         }

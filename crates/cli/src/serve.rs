@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
+use engager_server::dashboard::{DashboardConfig, MIN_TOKEN_CHARS};
 use engager_server::{ServerConfig, ServerState, TwilioWebhooks};
+use secrecy::ExposeSecret as _;
 use serde_json::json;
 
 use crate::commands::App;
@@ -49,11 +51,66 @@ pub fn server_config(app: &App) -> Result<ServerConfig> {
         .channels
         .twilio
         .as_ref()
+        .map(|t| t.first())
         .map(|t| TwilioWebhooks {
             auth_token: t.auth_token.clone(),
             status_callback: t.status_callback.clone(),
         });
     Ok(config)
+}
+
+/// The dashboard's configuration, when `[server] admin_token` is set; errors name the key
+/// (and never print the token).
+pub fn dashboard_config(app: &App) -> Result<Option<DashboardConfig>> {
+    let Some(token) = app.settings.server.admin_token.clone() else {
+        return Ok(None);
+    };
+    let chars = token.expose_secret().trim().chars().count();
+    if chars < MIN_TOKEN_CHARS {
+        return Err(anyhow!(
+            "invalid configuration at key `server.admin_token`: the admin token has {chars} characters, at least {MIN_TOKEN_CHARS} are needed (e.g. the output of `openssl rand -hex 32`)"
+        ));
+    }
+    if token.expose_secret().trim() != token.expose_secret() {
+        return Err(anyhow!(
+            "invalid configuration at key `server.admin_token`: the admin token starts or ends with white space"
+        ));
+    }
+    Ok(Some(DashboardConfig {
+        admin_token: token,
+        monitor: app.settings.deliverability.monitor()?,
+        channels: app.engine.enabled_channels.clone(),
+    }))
+}
+
+/// Open and click tracking's tuning from `[tracking]`; errors name the key.
+pub fn tracking_config(app: &App) -> Result<engager_server::TrackingConfig> {
+    let t = &app.settings.tracking;
+    let positive = |value: u64, key: &str| {
+        if value == 0 {
+            Err(anyhow!(
+                "invalid configuration at key `tracking.{key}`: must be at least 1"
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    positive(t.batch_size as u64, "batch_size")?;
+    positive(t.flush_ms, "flush_ms")?;
+    positive(t.queue as u64, "queue")?;
+    if t.flush_ms > 10_000 {
+        return Err(anyhow!(
+            "invalid configuration at key `tracking.flush_ms`: {} is too long (at most 10000)",
+            t.flush_ms
+        ));
+    }
+    Ok(engager_server::TrackingConfig {
+        machine_window: chrono::Duration::seconds(i64::from(t.machine_window_secs)),
+        batch_size: t.batch_size,
+        flush_interval: Duration::from_millis(t.flush_ms),
+        queue: t.queue,
+        trust_forwarded_for: t.trust_forwarded_for,
+    })
 }
 
 /// Parses the listen address, naming where it came from.
@@ -74,7 +131,13 @@ pub async fn run(app: &App, args: ServeArgs, json: bool) -> Result<ExitCode> {
     let config = server_config(app)?;
     let twilio = config.twilio.is_some();
     let base = config.public_base_url.trim_end_matches('/').to_owned();
-    let state = ServerState::new(app.store.clone(), config)?;
+    let dashboard = dashboard_config(app)?;
+    let dashboard_on = dashboard.is_some();
+    let mut state =
+        ServerState::new(app.store.clone(), config)?.with_tracking(tracking_config(app)?);
+    if let Some(d) = dashboard {
+        state = state.with_dashboard(d);
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -85,12 +148,17 @@ pub async fn run(app: &App, args: ServeArgs, json: bool) -> Result<ExitCode> {
         "twilio_inbound": format!("{base}{}", engager_server::TWILIO_INBOUND_PATH),
         "unsubscribe": format!("{base}{}<token>", engager_server::UNSUBSCRIBE_PREFIX),
         "health": format!("{base}{}", engager_server::HEALTH_PATH),
+        "open_pixel": format!("{base}{}<token>.gif", engager_server::OPEN_PREFIX),
+        "click_redirect": format!("{base}{}<token>", engager_server::CLICK_PREFIX),
+        "metrics": format!("{base}{}", engager_server::METRICS_PATH),
+        "dashboard": dashboard_on.then(|| format!("{base}{}", engager_server::dashboard::DASHBOARD_PATH)),
     });
     if json {
         print_json(&json!({
             "listening": local.to_string(),
             "public_base_url": base,
             "twilio_webhooks": twilio,
+            "dashboard": dashboard_on,
             "routes": routes,
         }));
     } else {
@@ -107,8 +175,19 @@ pub async fn run(app: &App, args: ServeArgs, json: bool) -> Result<ExitCode> {
             "  One-click unsubscribe:   {}",
             routes["unsubscribe"].as_str().unwrap_or_default()
         );
+        println!(
+            "  Open pixel / clicks:     {} / {}",
+            routes["open_pixel"].as_str().unwrap_or_default(),
+            routes["click_redirect"].as_str().unwrap_or_default()
+        );
         if !twilio {
             println!("  ([channels.twilio] is not configured: the Twilio routes answer 404.)");
+        }
+        match routes["dashboard"].as_str() {
+            Some(url) => println!("  Dashboard (admin token): {url}"),
+            None => println!(
+                "  (The dashboard is disabled: set [server] admin_token or ENGAGER_SERVER__ADMIN_TOKEN to enable it.)"
+            ),
         }
     }
     let shutdown = async move {

@@ -70,6 +70,9 @@ pub struct Settings {
     /// The HTTP server (`engager serve`).
     #[serde(default)]
     pub server: ServerSettings,
+    /// Open and click tracking's endpoints (which campaigns track is set per campaign).
+    #[serde(default)]
+    pub tracking: TrackingSettings,
     /// Reading replies and bounces from `[channels.imap]` / `[channels.graph]`.
     #[serde(default)]
     pub inbound: InboundSettings,
@@ -82,6 +85,76 @@ pub struct Settings {
     /// AI personalization.
     #[serde(default)]
     pub ai: AiSettings,
+    /// The compliance validators and company-wide legal bases.
+    #[serde(default)]
+    pub compliance: ComplianceSettings,
+}
+
+/// `[compliance]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ComplianceSettings {
+    /// The regimes checked before every send: `gdpr`, `can_spam`, `tcpa`, `casl`.
+    pub validators: Vec<String>,
+    /// A documented legitimate-interest assessment covering B2B outreach to EU/EEA/UK leads.
+    pub legitimate_interest_reference: Option<String>,
+    /// The channels that assessment covers.
+    pub legitimate_interest_channels: Vec<String>,
+    /// How long CASL implied consent lasts when a record gives no expiry, in days.
+    pub implied_consent_days: u32,
+}
+
+impl Default for ComplianceSettings {
+    fn default() -> Self {
+        Self {
+            validators: ["gdpr", "can_spam", "tcpa", "casl"]
+                .map(str::to_owned)
+                .to_vec(),
+            legitimate_interest_reference: None,
+            legitimate_interest_channels: vec!["email".into(), "linkedin".into()],
+            implied_consent_days: 730,
+        }
+    }
+}
+
+impl ComplianceSettings {
+    /// The rules; errors name the key.
+    pub fn rules(&self) -> Result<engager_domain::compliance::ComplianceRules> {
+        let mut validators = Vec::new();
+        for v in &self.validators {
+            let r = v
+                .parse::<engager_domain::compliance::Regime>()
+                .map_err(|e| anyhow!("invalid configuration at key `compliance.validators`: {e}"))?;
+            if !validators.contains(&r) {
+                validators.push(r);
+            }
+        }
+        let channels = self
+            .legitimate_interest_channels
+            .iter()
+            .map(|c| {
+                c.parse::<Channel>().map_err(|e| {
+                    anyhow!("invalid configuration at key `compliance.legitimate_interest_channels`: {e}")
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let reference = match &self.legitimate_interest_reference {
+            Some(r) if r.trim().is_empty() => {
+                return Err(anyhow!("invalid configuration at key `compliance.legitimate_interest_reference`: give the reference of the documented assessment, or leave the key out"));
+            }
+            other => other.clone(),
+        };
+        if self.implied_consent_days == 0 || self.implied_consent_days > 730 {
+            return Err(anyhow!("invalid configuration at key `compliance.implied_consent_days`: expected 1 to 730 (CASL implied consent lasts at most two years), got {}", self.implied_consent_days));
+        }
+        Ok(engager_domain::compliance::ComplianceRules {
+            validators,
+            legitimate_interest: reference,
+            legitimate_interest_channels: channels,
+            implied_consent_days: i64::from(self.implied_consent_days),
+            sender: Default::default(),
+        })
+    }
 }
 
 /// `[ai]`
@@ -539,12 +612,15 @@ pub struct ChannelSettings {
     pub enabled: Vec<String>,
     /// Outbox directory (the embedded default channel for every enabled channel).
     pub outbox_dir: PathBuf,
-    /// Email through Microsoft Graph, replacing the email outbox when set.
-    pub graph: Option<engager_channels::GraphConfig>,
-    /// SMS through Twilio, replacing the SMS outbox when set.
-    pub twilio: Option<engager_channels::TwilioConfig>,
-    /// Email through an SMTP relay, replacing the email outbox when set.
-    pub smtp: Option<engager_channels::SmtpConfig>,
+    /// Email through Microsoft Graph, replacing the email outbox when set (one mailbox, or
+    /// several in `[[channels.graph.accounts]]`).
+    pub graph: Option<crate::accounts::Accounts<engager_channels::GraphConfig>>,
+    /// SMS through Twilio, replacing the SMS outbox when set (one sender, or several in
+    /// `[[channels.twilio.accounts]]`).
+    pub twilio: Option<crate::accounts::Accounts<engager_channels::TwilioConfig>>,
+    /// Email through an SMTP relay, replacing the email outbox when set (one From address,
+    /// or several in `[[channels.smtp.accounts]]`).
+    pub smtp: Option<crate::accounts::Accounts<engager_channels::SmtpConfig>>,
     /// The mailbox polled over IMAP for replies and bounces.
     pub imap: Option<engager_channels::ImapConfig>,
 }
@@ -697,6 +773,9 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// Seconds a request may take before it is answered 408.
     pub request_timeout_secs: u32,
+    /// The dashboard's admin token (at least 32 characters; `ENGAGER_SERVER__ADMIN_TOKEN`).
+    /// Without it `/dashboard` is disabled. Never printed.
+    pub admin_token: Option<SecretString>,
 }
 
 impl Default for ServerSettings {
@@ -706,6 +785,35 @@ impl Default for ServerSettings {
             sms_help_reply: None,
             max_body_bytes: 64 * 1024,
             request_timeout_secs: 10,
+            admin_token: None,
+        }
+    }
+}
+
+/// `[tracking]`: the open pixel and click redirect of `engager serve`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrackingSettings {
+    /// Opens and clicks this many seconds after the send (or sooner) are a machine's.
+    pub machine_window_secs: u32,
+    /// Most events written per transaction.
+    pub batch_size: usize,
+    /// Longest wait, milliseconds, before queued events are written.
+    pub flush_ms: u64,
+    /// Events queued for the writer before requests wait for room.
+    pub queue: usize,
+    /// Take the client address from `X-Forwarded-For` (set when behind a reverse proxy).
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for TrackingSettings {
+    fn default() -> Self {
+        Self {
+            machine_window_secs: 10,
+            batch_size: 500,
+            flush_ms: 50,
+            queue: 10_000,
+            trust_forwarded_for: false,
         }
     }
 }
@@ -770,9 +878,10 @@ impl Settings {
                     &imap.folder,
                 ));
             }
-            if let Some(graph) = &self.channels.graph {
-                let mailbox = engager_channels::GraphMailbox::new(graph.clone())
-                    .map_err(|e| anyhow!("configuring Microsoft Graph: {e}"))?;
+            // Every mailbox of the rotation receives replies: each is polled.
+            for graph in self.channels.graph.iter().flat_map(|g| &g.list) {
+                let mailbox = engager_channels::GraphMailbox::new(graph.config.clone())
+                    .map_err(|e| anyhow!("configuring Microsoft Graph ({}): {e}", graph.key))?;
                 sources.push(MailSource::graph(std::sync::Arc::new(mailbox)));
             }
         }
@@ -790,7 +899,8 @@ impl Settings {
                 )),
                 ..InboundOptions::default()
             },
-        ))
+        )
+        .with_classifier(crate::reply::reply_classifier(self, config_dir)?))
     }
 }
 
@@ -930,6 +1040,7 @@ impl Settings {
             retry_max_delay: Duration::seconds(i64::from(self.dispatch.retry_max_seconds.max(1))),
             enabled_channels: enabled,
             worker_id,
+            compliance: self.compliance.rules()?,
         })
     }
 
@@ -1063,9 +1174,21 @@ impl Settings {
         }
     }
 
-    /// `[channels.smtp]` with its key and CA paths resolved against the configuration file's
-    /// folder; an error naming both keys when `[channels.graph]` is set too.
+    /// `[channels.smtp]` (its first account) with its key and CA paths resolved against the
+    /// configuration file's folder; an error naming both keys when `[channels.graph]` is set
+    /// too.
     pub fn smtp_config(&self, config_dir: &Path) -> Result<Option<engager_channels::SmtpConfig>> {
+        Ok(self
+            .smtp_accounts(config_dir)?
+            .and_then(|a| a.list.into_iter().next())
+            .map(|a| a.config))
+    }
+
+    /// Every account of `[channels.smtp]`, paths resolved as in [`Settings::smtp_config`].
+    pub fn smtp_accounts(
+        &self,
+        config_dir: &Path,
+    ) -> Result<Option<crate::accounts::Accounts<engager_channels::SmtpConfig>>> {
         let Some(smtp) = &self.channels.smtp else {
             return Ok(None);
         };
@@ -1073,6 +1196,13 @@ impl Settings {
             return Err(anyhow!("invalid configuration at keys `channels.graph` and `channels.smtp`: both send email; configure one of them"));
         }
         let mut smtp = smtp.clone();
+        for account in &mut smtp.list {
+            Self::resolve_smtp_paths(&mut account.config, config_dir);
+        }
+        Ok(Some(smtp))
+    }
+
+    fn resolve_smtp_paths(smtp: &mut engager_channels::SmtpConfig, config_dir: &Path) {
         let resolve = |p: &Path| {
             if p.is_absolute() {
                 p.to_path_buf()
@@ -1084,7 +1214,6 @@ impl Settings {
             dkim.private_key_path = resolve(&dkim.private_key_path);
         }
         smtp.ca_certificate_path = smtp.ca_certificate_path.as_deref().map(resolve);
-        Ok(Some(smtp))
     }
 
     /// `[channels.imap]` with its CA path resolved against the configuration file's folder.
@@ -1154,7 +1283,17 @@ impl Settings {
             cool_down: Duration::seconds(i64::from(c.cool_down_seconds.max(1))),
             close_after: c.close_after.max(1),
         };
-        Ok(SendGuard::new(limits, policy))
+        // Mailbox rotation: each listed account's own limits over its channel's.
+        let mut accounts = std::collections::HashMap::new();
+        crate::accounts::account_limits(self.channels.graph.as_ref(), &limits, &mut accounts)?;
+        crate::accounts::account_limits(self.channels.smtp.as_ref(), &limits, &mut accounts)?;
+        crate::accounts::account_limits(self.channels.twilio.as_ref(), &limits, &mut accounts)?;
+        let guard = SendGuard::new(limits, policy);
+        Ok(if accounts.is_empty() {
+            guard
+        } else {
+            guard.with_account_limits(accounts)
+        })
     }
 
     /// The guard for sending through `store`: with `[limits] shared = true` its limiter is
@@ -1168,7 +1307,8 @@ impl Settings {
             return Ok(guard);
         }
         let limiter =
-            engager_engine::guard::StoreLimiter::new(store.clone(), guard.limits().clone());
+            engager_engine::guard::StoreLimiter::new(store.clone(), guard.limits().clone())
+                .with_account_limits(guard.account_limits().clone());
         Ok(guard.with_limiter(Box::new(limiter)))
     }
 
@@ -1345,7 +1485,7 @@ mod tests {
             .graph
             .as_ref()
             .expect("[channels.graph] is set");
-        assert_eq!(graph.mailbox, "maya@acme-analytics.example");
+        assert_eq!(graph.first().mailbox, "maya@acme-analytics.example");
         assert!(settings.channels.twilio.is_some());
         let shown = format!("{settings:?}");
         assert!(

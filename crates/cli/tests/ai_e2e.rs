@@ -44,6 +44,8 @@ fn project(dir: &Path, base_url: &str) {
     let cfg = std::fs::read_to_string(dir.join("engager.toml"))
         .unwrap()
         .replace("max_jitter_minutes = 90", "max_jitter_minutes = 0")
+        // The company documented its legitimate interest (GDPR) for B2B email to EU leads.
+        .replace("# legitimate_interest_reference = ", "legitimate_interest_reference = ")
         .replace(
             "enabled = false\nbase_url = \"https://api.openai.com/v1\"",
             &format!("enabled = true\nbase_url = \"{base_url}\""),

@@ -241,7 +241,9 @@ fn configured(dir: &Path) {
     ok(&engager(dir, &["init"]));
     let cfg = std::fs::read_to_string(dir.join("engager.toml"))
         .unwrap()
-        .replace("max_jitter_minutes = 90", "max_jitter_minutes = 0");
+        .replace("max_jitter_minutes = 90", "max_jitter_minutes = 0")
+        // The company documented its legitimate interest (GDPR) for B2B email to EU leads.
+        .replace("# legitimate_interest_reference = ", "legitimate_interest_reference = ");
     std::fs::write(dir.join("engager.toml"), cfg).unwrap();
 }
 

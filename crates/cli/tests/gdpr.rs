@@ -223,7 +223,7 @@ async fn suppression_lists_import_export_and_hold_queued_sends() {
     // A new lead, planned on a Saturday for the Monday (the campaign's window is weekdays).
     std::fs::write(
         qs.join("new.csv"),
-        "email,first_name,company,country,timezone\nnina@fresh-four.example,Nina,Fresh Four,DE,Europe/Berlin\n",
+        "email,first_name,company,country,timezone,email_consent\nnina@fresh-four.example,Nina,Fresh Four,DE,Europe/Berlin,webinar signup\n",
     )
     .unwrap();
     ok(&engager(&qs, &["import", "new.csv"]));

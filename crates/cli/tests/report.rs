@@ -263,7 +263,9 @@ async fn an_experiment_splits_leads_and_judges_the_variants() {
     // Send as soon as planned (no random delay), so one `run` sends.
     let cfg = std::fs::read_to_string(d.join("engager.toml"))
         .unwrap()
-        .replace("max_jitter_minutes = 90", "max_jitter_minutes = 0");
+        .replace("max_jitter_minutes = 90", "max_jitter_minutes = 0")
+        // The company documented its legitimate interest (GDPR) for B2B email to EU leads.
+        .replace("# legitimate_interest_reference = ", "legitimate_interest_reference = ");
     std::fs::write(d.join("engager.toml"), cfg).unwrap();
     std::fs::write(
         d.join("ab.toml"),
@@ -293,9 +295,11 @@ angle = "ask one question about their pipeline"
     ok(&run(&["import", leads.to_str().unwrap()]));
     ok(&run(&["campaign", "add", "ab.toml"]));
     ok(&run(&["enroll", "--campaign", "ab-test", "--all"]));
-    let sent: serde_json::Value = serde_json::from_str(&ok(&run(&["--json", "run"]))).unwrap();
-    let sent = sent["sent"].as_u64().unwrap();
-    assert!(sent > 200, "{sent}");
+    let out: serde_json::Value = serde_json::from_str(&ok(&run(&["--json", "run"]))).unwrap();
+    let sent = out["sent"].as_u64().unwrap();
+    // Most of the example leads: not the Canadian ones without consent (compliance gate), nor
+    // leads whose country has a public holiday today (they wait for the next business day).
+    assert!(sent > 150, "{out}");
 
     // Each message carries its variant's subject; the split is near the weights.
     let mut subjects = (0, 0);

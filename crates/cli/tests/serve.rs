@@ -163,7 +163,7 @@ async fn a_signed_stop_through_engager_serve_ends_sms_to_that_number() {
     std::fs::write(
         dir.join("leads.csv"),
         format!(
-            "email,first_name,phone,timezone\nada@serve.example,Ada,{ada},{zone}\nbob@serve.example,Bob,{bob},{zone}\n"
+            "email,first_name,phone,timezone,sms_consent\nada@serve.example,Ada,{ada},{zone},signup form\nbob@serve.example,Bob,{bob},{zone},signup form\n"
         ),
     )
     .unwrap();

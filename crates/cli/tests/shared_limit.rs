@@ -85,10 +85,11 @@ fn setup(dir: &Path, api_url: &str) {
     );
     std::fs::write(dir.join("engager.toml"), cfg).unwrap();
     let zone = daytime_zone();
-    let mut csv = String::from("email,first_name,phone,timezone\n");
+    // Each number opted in to texts (TCPA: prior express consent).
+    let mut csv = String::from("email,first_name,phone,timezone,sms_consent\n");
     for i in 0..LEADS {
         csv.push_str(&format!(
-            "lead{i}@shared.example,Lead{i},+1212736{i:04},{zone}\n"
+            "lead{i}@shared.example,Lead{i},+1212736{i:04},{zone},signup form\n"
         ));
     }
     std::fs::write(dir.join("leads.csv"), csv).unwrap();

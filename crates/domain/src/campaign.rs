@@ -136,6 +136,101 @@ pub struct Step {
     /// The step's A/B experiment: two or more variants, or none (the step's template for
     /// everyone). The first variant is the control.
     pub variants: Vec<Variant>,
+    /// How the experiment hands out its variants and whether it promotes a winner.
+    pub experiment: ExperimentSettings,
+}
+
+/// How a step's experiment hands out its variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExperimentMode {
+    /// A stable hash of (experiment, lead) over the variants' weights.
+    #[default]
+    Fixed,
+    /// Thompson sampling over the primary metric's Beta posteriors, with a floor share per
+    /// variant (multi-armed bandit): traffic shifts to the better variant as results come in.
+    Bandit,
+}
+
+impl ExperimentMode {
+    /// The name used in campaign files and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExperimentMode::Fixed => "fixed",
+            ExperimentMode::Bandit => "bandit",
+        }
+    }
+}
+
+/// What an experiment's variants win by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExperimentMetric {
+    /// Positive replies per message sent.
+    #[default]
+    PositiveReplies,
+    /// Conversions (opportunities, meetings) per message sent.
+    Conversions,
+}
+
+impl ExperimentMetric {
+    /// The name used in campaign files and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExperimentMetric::PositiveReplies => "positive-replies",
+            ExperimentMetric::Conversions => "conversions",
+        }
+    }
+}
+
+/// A step's experiment settings (`[steps.experiment]` in a campaign file).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExperimentSettings {
+    /// Fixed weights or a bandit.
+    pub mode: ExperimentMode,
+    /// Whether a winner declared by the verdict (minimum sample, significance, guardrails)
+    /// is promoted automatically: new leads then all get it.
+    pub auto_promote: bool,
+    /// The primary metric the bandit and the verdict use.
+    pub metric: ExperimentMetric,
+    /// Sends every variant needs before a verdict (and so before an automatic promotion).
+    pub min_sample: u64,
+    /// Significance level of the verdict (Bonferroni-corrected over the challengers).
+    pub alpha: f64,
+    /// In bandit mode, the share of new leads every variant gets at least, whatever its
+    /// results (so no arm starves); at most 1 / number of variants.
+    pub floor: f64,
+}
+
+// The floats are checked finite when a campaign is built.
+impl Eq for ExperimentSettings {}
+
+impl Default for ExperimentSettings {
+    fn default() -> Self {
+        Self {
+            mode: ExperimentMode::Fixed,
+            auto_promote: false,
+            metric: ExperimentMetric::PositiveReplies,
+            min_sample: 200,
+            alpha: 0.05,
+            floor: 0.1,
+        }
+    }
+}
+
+impl ExperimentSettings {
+    /// The verdict's rules.
+    pub fn rules(&self) -> crate::stats::ExperimentRules {
+        crate::stats::ExperimentRules {
+            min_sample: self.min_sample,
+            alpha: self.alpha,
+            confidence: 0.95,
+        }
+    }
+
+    /// Whether assignment depends on stored state (results or a promotion) rather than the
+    /// hash alone.
+    pub fn is_adaptive(&self) -> bool {
+        self.mode == ExperimentMode::Bandit || self.auto_promote
+    }
 }
 
 /// The default time a person has to do a task, in days.
@@ -252,6 +347,8 @@ pub struct Campaign {
     /// Review mode: AI-written messages wait in `pending_review` until a person approves,
     /// edits or rejects them (`engager review`).
     pub review: bool,
+    /// Open and click tracking (`[tracking]`); both off by default.
+    pub tracking: crate::tracking::TrackingSettings,
 }
 
 impl Campaign {
@@ -315,6 +412,23 @@ impl Campaign {
             if step.variants.len() == 1 {
                 return Err(invalid("an experiment needs at least two variants"));
             }
+            let e = &step.experiment;
+            if !(e.alpha > 0.0 && e.alpha < 0.5) {
+                return Err(invalid(&format!(
+                    "experiment.alpha {}: expected a value in (0, 0.5)",
+                    e.alpha
+                )));
+            }
+            if !step.variants.is_empty() {
+                let most = 1.0 / step.variants.len() as f64;
+                if !(e.floor >= 0.0 && e.floor <= most) {
+                    return Err(invalid(&format!(
+                        "experiment.floor {}: expected a share from 0 to {most:.3} (1 / {} variants)",
+                        e.floor,
+                        step.variants.len()
+                    )));
+                }
+            }
             let mut names = std::collections::HashSet::new();
             for v in &step.variants {
                 let name_ok = !v.name.is_empty()
@@ -359,6 +473,7 @@ impl Campaign {
             budget: BudgetOverrides::default(),
             best_time: None,
             review: false,
+            tracking: Default::default(),
         })
     }
 

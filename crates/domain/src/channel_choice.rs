@@ -207,6 +207,7 @@ mod tests {
                 kind: EventKind::Replied,
                 delivery: Some(DeliveryId(9)),
             }],
+            consents: Vec::new(),
         };
         let s = score_channels(&steps, None, &history, &HashMap::new(), false);
         assert_eq!(order(&s), [Channel::Sms, Channel::Email], "{s:?}");

@@ -54,6 +54,9 @@ pub struct LeadHistory {
     pub touches: Vec<Touch>,
     /// Engagement events, oldest first.
     pub events: Vec<Engagement>,
+    /// Consent evidence (stored records and the lead's own fields), oldest first; filled by
+    /// the planner for the compliance gate.
+    pub consents: Vec<crate::compliance::ConsentRecord>,
 }
 
 impl LeadHistory {
@@ -67,6 +70,7 @@ impl LeadHistory {
         Self {
             touches,
             events: Vec::new(),
+            consents: Vec::new(),
         }
     }
 

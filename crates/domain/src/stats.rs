@@ -42,9 +42,11 @@ impl Proportion {
         let denom = 1.0 + z2 / n;
         let centre = (p + z2 / (2.0 * n)) / denom;
         let half = z * ((p * (1.0 - p) / n) + z2 / (4.0 * n * n)).sqrt() / denom;
+        // The bounds always contain the observed rate: at 0 (or n) successes the lower (upper)
+        // bound is exactly 0 (1), not a rounding error away from it.
         Some(Interval {
-            low: (centre - half).max(0.0),
-            high: (centre + half).min(1.0),
+            low: (centre - half).clamp(0.0, p),
+            high: (centre + half).clamp(p, 1.0),
         })
     }
 }
@@ -293,9 +295,59 @@ pub fn thompson_choice(variants: &[VariantCounts], uniforms: &[f64]) -> usize {
     best.0
 }
 
+/// Bandit assignment of a new lead: with probability `floor × variants` the lead goes to a
+/// variant picked uniformly (so every variant keeps at least `floor` of the new leads, however
+/// badly it does); otherwise Thompson sampling over the variants' Beta posteriors picks it.
+/// Every draw is a stable hash of (experiment, lead, …), so the same lead with the same counts
+/// gets the same variant in every process and run. `floor` is clamped to `[0, 1 / variants]`.
+pub fn bandit_choice(
+    experiment: &str,
+    lead_key: &str,
+    variants: &[VariantCounts],
+    floor: f64,
+) -> usize {
+    let k = variants.len();
+    if k == 0 {
+        return 0;
+    }
+    let floor = if floor.is_finite() {
+        floor.clamp(0.0, 1.0 / k as f64)
+    } else {
+        0.0
+    };
+    let draw = |tag: &[u8], i: u64| {
+        crate::unit_fraction(crate::stable_hash(&[
+            b"bandit",
+            tag,
+            experiment.as_bytes(),
+            lead_key.as_bytes(),
+            &i.to_le_bytes(),
+        ]))
+    };
+    let explore_share = floor * k as f64;
+    let explore = draw(b"explore", 0);
+    if explore < explore_share {
+        return ((explore / explore_share * k as f64) as usize).min(k - 1);
+    }
+    let uniforms: Vec<f64> = (0..k as u64).map(|i| draw(b"arm", i)).collect();
+    thompson_choice(variants, &uniforms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wilson_bounds_contain_the_rate_at_the_extremes() {
+        for n in [1u64, 3, 7, 10, 49, 100, 1000] {
+            let none = Proportion { successes: 0, trials: n }.wilson(0.95).unwrap();
+            assert_eq!(none.low, 0.0, "n = {n}");
+            assert!(none.high > 0.0);
+            let all = Proportion { successes: n, trials: n }.wilson(0.95).unwrap();
+            assert_eq!(all.high, 1.0, "n = {n}");
+            assert!(all.low < 1.0);
+        }
+    }
 
     fn close(a: f64, b: f64, tolerance: f64) -> bool {
         (a - b).abs() <= tolerance
@@ -436,5 +488,92 @@ mod tests {
         let fresh = [variant("A", 0, 0, 0), variant("B", 0, 0, 0)];
         assert_eq!(thompson_choice(&fresh, &[0.9, 0.1]), 0);
         assert_eq!(thompson_choice(&fresh, &[0.1, 0.9]), 1);
+    }
+
+    fn shares(variants: &[VariantCounts], floor: f64, leads: usize) -> Vec<f64> {
+        let mut counts = vec![0usize; variants.len()];
+        for i in 0..leads {
+            counts[bandit_choice("intro#1", &format!("lead-{i}"), variants, floor)] += 1;
+        }
+        counts.iter().map(|c| *c as f64 / leads as f64).collect()
+    }
+
+    #[test]
+    fn the_bandit_shifts_traffic_to_the_better_arm() {
+        // Table: (A's wins, B's wins) of 400 sends each → B's least and most share of new leads.
+        for (a_wins, b_wins, b_low, b_high) in [
+            (20, 20, 0.40, 0.60), // equal results: an even split
+            (10, 40, 0.90, 0.96), // B clearly better: B gets all but A's floor (5%)
+            (40, 10, 0.04, 0.10), // A clearly better: B keeps its floor
+            (20, 28, 0.55, 0.95), // B somewhat better: more than half, not everything
+        ] {
+            let v = [variant("a", 400, a_wins, 0), variant("b", 400, b_wins, 0)];
+            let s = shares(&v, 0.05, 4_000);
+            assert!(
+                (b_low..=b_high).contains(&s[1]),
+                "A {a_wins}/400, B {b_wins}/400: B share {:.3} not in {b_low}..{b_high}",
+                s[1]
+            );
+        }
+    }
+
+    #[test]
+    fn the_bandit_gives_every_arm_its_floor() {
+        // A hopeless arm among three still gets about its floor of the new leads.
+        let v = [
+            variant("a", 2_000, 200, 0),
+            variant("b", 2_000, 2, 0),
+            variant("c", 2_000, 190, 0),
+        ];
+        let s = shares(&v, 0.1, 6_000);
+        assert!((0.085..0.12).contains(&s[1]), "{s:?}");
+        // Without a floor it starves.
+        let s = shares(&v, 0.0, 6_000);
+        assert!(s[1] < 0.005, "{s:?}");
+        // A floor above 1/k is clamped: a uniform split.
+        let s = shares(&v, 0.9, 6_000);
+        for share in s {
+            assert!((0.30..0.37).contains(&share), "{share}");
+        }
+    }
+
+    #[test]
+    fn the_bandit_is_deterministic_per_experiment_and_lead() {
+        let v = [variant("a", 300, 12, 0), variant("b", 300, 18, 0)];
+        for i in 0..200 {
+            let lead = format!("lead-{i}");
+            assert_eq!(
+                bandit_choice("intro#1", &lead, &v, 0.1),
+                bandit_choice("intro#1", &lead, &v.clone(), 0.1)
+            );
+        }
+        // Another experiment draws independently: some leads land differently.
+        let differs = (0..200)
+            .filter(|i| {
+                let lead = format!("lead-{i}");
+                bandit_choice("intro#1", &lead, &v, 0.1) != bandit_choice("intro#2", &lead, &v, 0.1)
+            })
+            .count();
+        assert!(differs > 20, "{differs}");
+        assert_eq!(bandit_choice("x", "y", &[], 0.1), 0);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn bandit_choices_are_in_range_and_stable(
+            wins in proptest::collection::vec((0u64..500, 0u64..500), 1..5),
+            floor in 0.0f64..0.5,
+            lead in 0u64..1_000_000,
+        ) {
+            let v: Vec<VariantCounts> = wins
+                .iter()
+                .enumerate()
+                .map(|(i, (w, extra))| variant(&format!("v{i}"), w + extra, *w, 0))
+                .collect();
+            let key = lead.to_string();
+            let pick = bandit_choice("p#1", &key, &v, floor);
+            proptest::prop_assert!(pick < v.len());
+            proptest::prop_assert_eq!(pick, bandit_choice("p#1", &key, &v, floor));
+        }
     }
 }

@@ -31,6 +31,8 @@ pub enum AlertKind {
     SendingHalted,
     /// A campaign's or channel's rate moved significantly for the worse.
     Anomaly,
+    /// A campaign was halted for a compliance problem.
+    ComplianceHalt,
 }
 
 impl AlertKind {
@@ -44,6 +46,7 @@ impl AlertKind {
             AlertKind::DeliverabilityWarning => "deliverability_warning",
             AlertKind::SendingHalted => "sending_halted",
             AlertKind::Anomaly => "anomaly",
+            AlertKind::ComplianceHalt => "compliance_halt",
         }
     }
 }

@@ -242,7 +242,7 @@ impl Default for RecommendationRules {
 }
 
 fn positive(f: &DeliveryFact) -> bool {
-    f.replied && !f.negative_reply
+    f.replied && !f.negative_reply && !f.neutral_reply
 }
 
 fn proportion<'a>(
@@ -454,6 +454,7 @@ mod tests {
             clicked: false,
             replied: false,
             negative_reply: false,
+            neutral_reply: false,
             bounced: false,
             complained: false,
             unsubscribed: false,

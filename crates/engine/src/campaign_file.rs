@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use chrono::{Duration, NaiveTime};
 use engager_domain::campaign::{
-    Campaign, CampaignError, Channel, DelayBounds, OnDeadline, Step, StepTemplate, Variant,
+    Campaign, CampaignError, Channel, DelayBounds, ExperimentMetric, ExperimentMode,
+    ExperimentSettings, OnDeadline, Step, StepTemplate, Variant,
 };
 use engager_domain::frequency::{BudgetOverrides, ChannelLimits, FrequencyPolicy};
 use engager_domain::timing::SendWindow;
@@ -55,7 +56,19 @@ struct CampaignSpec {
     window: Option<WindowSpec>,
     #[serde(default)]
     frequency: Option<FrequencySpec>,
+    #[serde(default)]
+    tracking: Option<TrackingSpec>,
     steps: Vec<StepSpec>,
+}
+
+/// `[tracking]` in a campaign file: open pixel and click redirect, both off unless turned on.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrackingSpec {
+    #[serde(default)]
+    opens: bool,
+    #[serde(default)]
+    clicks: bool,
 }
 
 /// `[frequency]` in a campaign file: this campaign's changes to the global contact budget.
@@ -158,6 +171,28 @@ struct StepSpec {
     /// An A/B experiment: `[[steps.variants]]`, the first is the control.
     #[serde(default)]
     variants: Vec<VariantSpec>,
+    /// How the experiment hands out its variants: `[steps.experiment]`.
+    #[serde(default)]
+    experiment: Option<ExperimentSpec>,
+}
+
+/// `[steps.experiment]`: the mode (`fixed` or `bandit`), automatic promotion of a winner,
+/// the primary metric and the verdict's rules.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExperimentSpec {
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    auto_promote: Option<bool>,
+    #[serde(default)]
+    metric: Option<String>,
+    #[serde(default)]
+    min_sample: Option<u64>,
+    #[serde(default)]
+    alpha: Option<f64>,
+    #[serde(default)]
+    floor: Option<f64>,
 }
 
 /// `[[steps.variants]]`: one arm of a step's experiment. Its subject and body default to the
@@ -320,6 +355,44 @@ pub fn parse_campaign(
                 )
             })?,
         };
+        let experiment = match &s.experiment {
+            None => ExperimentSettings::default(),
+            Some(e) => {
+                if s.variants.is_empty() {
+                    return Err(invalid(
+                        key("experiment"),
+                        "the step has no [[steps.variants]] to experiment with".into(),
+                    ));
+                }
+                let d = ExperimentSettings::default();
+                ExperimentSettings {
+                    mode: match e.mode.as_deref().map(str::trim) {
+                        None | Some("fixed") => ExperimentMode::Fixed,
+                        Some("bandit") => ExperimentMode::Bandit,
+                        Some(other) => {
+                            return Err(invalid(
+                                key("experiment.mode"),
+                                format!("expected \"fixed\" or \"bandit\", got {other:?}"),
+                            ))
+                        }
+                    },
+                    auto_promote: e.auto_promote.unwrap_or(false),
+                    metric: match e.metric.as_deref().map(str::trim) {
+                        None | Some("positive-replies") => ExperimentMetric::PositiveReplies,
+                        Some("conversions") => ExperimentMetric::Conversions,
+                        Some(other) => return Err(invalid(
+                            key("experiment.metric"),
+                            format!(
+                                "expected \"positive-replies\" or \"conversions\", got {other:?}"
+                            ),
+                        )),
+                    },
+                    min_sample: e.min_sample.unwrap_or(d.min_sample),
+                    alpha: e.alpha.unwrap_or(d.alpha),
+                    floor: e.floor.unwrap_or(d.floor),
+                }
+            }
+        };
         let variants: Vec<Variant> = s
             .variants
             .into_iter()
@@ -355,6 +428,7 @@ pub fn parse_campaign(
             task_deadline,
             on_deadline,
             variants,
+            experiment,
             angle: s
                 .angle
                 .map(|a| a.trim().to_owned())
@@ -371,6 +445,13 @@ pub fn parse_campaign(
         budget,
         best_time: spec.best_time,
         review: spec.review,
+        tracking: spec
+            .tracking
+            .map(|t| engager_domain::tracking::TrackingSettings {
+                opens: t.opens,
+                clicks: t.clicks,
+            })
+            .unwrap_or_default(),
         ..campaign
     })
 }
@@ -569,5 +650,89 @@ body = "Hi again"
         assert_eq!(parse_span("90m"), Ok(Duration::minutes(90)));
         assert!(parse_span("").is_err());
         assert!(parse_span("3x").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn experiment_settings_parse_and_bad_ones_name_their_key() {
+        let two = "[[steps.variants]]\nname = \"a\"\n[[steps.variants]]\nname = \"b\"\n";
+        let with = |extra: &str| {
+            GOOD.replacen(
+                "body = \"Hello\"\n",
+                &format!("body = \"Hello\"\n{two}{extra}"),
+                1,
+            )
+        };
+        let c = parse_campaign(
+            &with("[steps.experiment]\nmode = \"bandit\"\nauto_promote = true\nmetric = \"conversions\"\nmin_sample = 50\nalpha = 0.01\nfloor = 0.2\n"),
+            "intro.toml",
+            CampaignId(1),
+        )
+        .unwrap();
+        let e = c.steps[0].experiment;
+        assert_eq!(e.mode, ExperimentMode::Bandit);
+        assert!(e.auto_promote && e.is_adaptive());
+        assert_eq!(e.metric, ExperimentMetric::Conversions);
+        assert_eq!((e.min_sample, e.alpha, e.floor), (50, 0.01, 0.2));
+        // Without the table: fixed weights, no promotion.
+        let plain = parse_campaign(&with(""), "intro.toml", CampaignId(1)).unwrap();
+        assert_eq!(plain.steps[0].experiment, ExperimentSettings::default());
+        assert!(!plain.steps[0].experiment.is_adaptive());
+        for (extra, expected) in [
+            (
+                "[steps.experiment]\nmode = \"greedy\"\n",
+                "steps[1].experiment.mode: expected \"fixed\" or \"bandit\", got \"greedy\"",
+            ),
+            (
+                "[steps.experiment]\nmetric = \"opens\"\n",
+                "steps[1].experiment.metric",
+            ),
+            (
+                "[steps.experiment]\nfloor = 0.6\n",
+                "experiment.floor 0.6: expected a share from 0 to 0.500",
+            ),
+            ("[steps.experiment]\nalpha = 0.7\n", "experiment.alpha 0.7"),
+            ("[steps.experiment]\nauto_promte = true\n", "auto_promte"),
+        ] {
+            let err = parse_campaign(&with(extra), "intro.toml", CampaignId(1))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{extra}: {err}");
+        }
+        // An experiment table without variants is an error, not silently ignored.
+        let err = parse_campaign(
+            &GOOD.replacen(
+                "body = \"Hello\"\n",
+                "body = \"Hello\"\n[steps.experiment]\nmode = \"bandit\"\n",
+                1,
+            ),
+            "intro.toml",
+            CampaignId(1),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("steps[1].experiment: the step has no [[steps.variants]]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tracking_is_off_by_default_and_unknown_keys_are_rejected() {
+        let parse = |src: &str| parse_campaign(src, "c.toml", CampaignId(1));
+        let plain = parse(GOOD).unwrap();
+        assert!(!plain.tracking.opens && !plain.tracking.clicks);
+        let with = |table: &str| GOOD.replacen("[window]", &format!("{table}\n[window]"), 1);
+        let on = parse(&with("[tracking]\nopens = true\nclicks = true")).unwrap();
+        assert!(on.tracking.opens && on.tracking.clicks);
+        let clicks = parse(&with("[tracking]\nclicks = true")).unwrap();
+        assert!(!clicks.tracking.opens && clicks.tracking.clicks);
+        let err = parse(&with("[tracking]\npixel = true"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("c.toml") && err.contains("pixel"), "{err}");
+        let err = parse(&with("[tracking]\nopens = \"yes\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("opens") || err.contains("bool"), "{err}");
     }
 }

@@ -114,7 +114,7 @@ pub fn compile(templates: &mut Templates, campaign: &Campaign) -> Result<(), Cat
 }
 
 /// The name a variant's templates are compiled under.
-fn variant_template_name(campaign: &str, variant: &str) -> String {
+pub fn variant_template_name(campaign: &str, variant: &str) -> String {
     format!("{campaign}~{variant}")
 }
 

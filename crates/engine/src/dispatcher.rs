@@ -36,6 +36,8 @@ use engager_domain::circuit::Transition as CircuitTransition;
 #[derive(Clone, Default)]
 pub struct ChannelSet {
     senders: HashMap<Channel, Arc<dyn ChannelSender>>,
+    /// Every sending account of each channel (mailbox rotation); the first is `senders`'.
+    pools: HashMap<Channel, Vec<Arc<dyn ChannelSender>>>,
 }
 
 impl ChannelSet {
@@ -46,8 +48,40 @@ impl ChannelSet {
 
     /// Adds (or replaces) the sender of its channel.
     pub fn with(mut self, sender: Arc<dyn ChannelSender>) -> Self {
+        self.pools.insert(sender.channel(), vec![sender.clone()]);
         self.senders.insert(sender.channel(), sender);
         self
+    }
+
+    /// Sets (or replaces) the sending accounts of one channel (mailbox rotation: each with a
+    /// distinct name, see [`crate::accounts::AccountSender`]). Every sender must serve the
+    /// same channel; an empty list changes nothing.
+    pub fn with_accounts(mut self, accounts: Vec<Arc<dyn ChannelSender>>) -> Self {
+        if let Some(first) = accounts.first() {
+            let channel = first.channel();
+            self.senders.insert(channel, first.clone());
+            self.pools.insert(channel, accounts);
+        }
+        self
+    }
+
+    /// The sending accounts of a channel (one for a channel without rotation).
+    pub fn accounts(&self, channel: Channel) -> &[Arc<dyn ChannelSender>] {
+        self.pools.get(&channel).map_or(&[], Vec::as_slice)
+    }
+
+    /// The sender of an account (`channel:name`, as [`SendGuard::account`] names it).
+    pub fn account(&self, channel: Channel, account: &str) -> Option<&Arc<dyn ChannelSender>> {
+        self.accounts(channel)
+            .iter()
+            .find(|s| SendGuard::account(channel, s.name()) == account)
+    }
+
+    /// Every sending account of every channel, in channel order.
+    pub fn every(&self) -> Vec<&Arc<dyn ChannelSender>> {
+        let mut all: Vec<_> = self.pools.values().flatten().collect();
+        all.sort_by_key(|s| s.channel());
+        all
     }
 
     /// The sender of a channel.
@@ -126,6 +160,10 @@ pub struct Dispatcher<'a> {
     alerter: Option<&'a Alerter>,
     real_time: bool,
     halted: HashMap<Channel, String>,
+    /// Campaigns halted for compliance, read at the start of each pass.
+    halted_campaigns: std::sync::RwLock<HashMap<engager_domain::CampaignId, String>>,
+    /// The compliance validators, re-run just before each send.
+    rules: engager_domain::compliance::ComplianceRules,
 }
 
 impl<'a> Dispatcher<'a> {
@@ -145,6 +183,8 @@ impl<'a> Dispatcher<'a> {
             alerter: None,
             real_time: false,
             halted: HashMap::new(),
+            halted_campaigns: std::sync::RwLock::new(HashMap::new()),
+            rules: crate::compliance::rules(config),
         }
     }
 
@@ -218,6 +258,17 @@ impl<'a> Dispatcher<'a> {
             recovered: self.store.recover_expired_leases(now).await?,
             ..Default::default()
         };
+        let halted: HashMap<_, _> = self
+            .store
+            .campaign_halts()
+            .await?
+            .into_iter()
+            .filter(|h| h.halted)
+            .map(|h| (h.campaign_id, h.reason))
+            .collect();
+        if let Ok(mut h) = self.halted_campaigns.write() {
+            *h = halted;
+        }
         if let Some(guard) = self.guard {
             let day_start = now
                 .date_naive()
@@ -225,6 +276,9 @@ impl<'a> Dispatcher<'a> {
                 .map_or(now, |t| t.and_utc());
             for (channel, sent) in self.store.sent_counts_since(day_start).await? {
                 if let Some(sender) = self.channels.get(channel) {
+                    if self.channels.accounts(channel).len() > 1 {
+                        continue;
+                    }
                     guard.seed_sent_today(
                         &SendGuard::account(channel, sender.name()),
                         now.date_naive(),
@@ -232,6 +286,8 @@ impl<'a> Dispatcher<'a> {
                     );
                 }
             }
+            crate::accounts::seed_rotated(self.store, self.channels, guard, day_start, now)
+                .await?;
         }
         report.reconciled = self.reconcile_unknown(now).await?;
         if report.recovered.unknown > 0 {
@@ -327,6 +383,37 @@ impl<'a> Dispatcher<'a> {
             report.cancelled += 1;
             return Ok(());
         };
+        // Compliance again: a campaign halted since planning waits; consent withdrawn or an
+        // objection recorded since planning cancels the send.
+        let campaign_halt = self
+            .halted_campaigns
+            .read()
+            .ok()
+            .and_then(|h| h.get(&campaign.id).cloned());
+        if let Some(reason) = campaign_halt {
+            self.store
+                .release_claim(
+                    d.id,
+                    d.fencing_token,
+                    now + HALT_RECHECK,
+                    &format!("held: campaign halted for compliance ({reason})"),
+                    now,
+                )
+                .await?;
+            report.throttled += 1;
+            return Ok(());
+        }
+        let consents = crate::compliance::lead_consents(self.store, &lead).await?;
+        let compliance =
+            engager_domain::compliance::check(&self.rules, &lead, d.channel, &consents, now);
+        if !compliance.allowed() {
+            let reason = format!("compliance at send time: {}", compliance.describe());
+            self.store
+                .cancel_claimed(d.id, d.fencing_token, &reason, now)
+                .await?;
+            report.cancelled += 1;
+            return Ok(());
+        }
         let Some(sender) = self.channels.get(d.channel) else {
             let reason = format!("channel {} is not enabled", d.channel);
             self.store
@@ -369,8 +456,28 @@ impl<'a> Dispatcher<'a> {
             report.throttled += 1;
             return Ok(());
         }
-        let account = SendGuard::account(d.channel, sender.name());
-        if let Some(guard) = self.guard {
+        let mut sender = sender.clone();
+        let mut account = SendGuard::account(d.channel, sender.name());
+        let pool = self.channels.accounts(d.channel);
+        if pool.len() > 1 {
+            // Mailbox rotation: the sequence's account, else the one with the most room.
+            let (store, guard, lease) = (self.store, self.guard, self.config.lease);
+            match crate::accounts::choose(store, guard, pool, &d, now, real_time, lease).await? {
+                crate::accounts::Choice::Send {
+                    sender: chosen,
+                    account: name,
+                    now: at,
+                } => (sender, account, now) = (chosen, name, at),
+                crate::accounts::Choice::Wait { until, reason } => {
+                    let note = format!("held: {reason}");
+                    self.store
+                        .release_claim(d.id, d.fencing_token, until, &note, now)
+                        .await?;
+                    report.throttled += 1;
+                    return Ok(());
+                }
+            }
+        } else if let Some(guard) = self.guard {
             let mut verdict = guard.admit(&account, d.channel, now).await;
             // In real time, a pause of a second or two is waited out rather than re-queued.
             while let Verdict::Wait {
@@ -401,6 +508,16 @@ impl<'a> Dispatcher<'a> {
                 return Ok(());
             }
         }
+        // The evidence is stored before the provider is called: no send without it.
+        let evidence = crate::compliance::evidence(
+            &d,
+            sender.name(),
+            &compliance,
+            self.config,
+            &unsubscribe_url(self.config, d.lead_id),
+            now,
+        );
+        self.store.record_evidence(&evidence).await?;
         if !self
             .store
             .begin_send(d.id, d.fencing_token, now, self.config.lease)
@@ -410,6 +527,21 @@ impl<'a> Dispatcher<'a> {
             report.lost += 1;
             return Ok(());
         }
+        if let Err(e) = self
+            .store
+            .set_delivery_account(d.id, d.fencing_token, &account)
+            .await
+        {
+            warn!(%account, error = %e, "Could not record the delivery's sending account.");
+        }
+        // Open and click tracking: the tracked message is stored, then sent.
+        let Some((body_text, body_html)) =
+            crate::tracking::prepare(self.store, self.config, campaign, &d, now).await?
+        else {
+            debug!("Claim lost while storing the tracked message; not sending.");
+            report.lost += 1;
+            return Ok(());
+        };
         let sender_domain = self.config.sender.email.domain().to_owned();
         let message = OutgoingMessage {
             delivery_id: d.id,
@@ -421,8 +553,8 @@ impl<'a> Dispatcher<'a> {
             to_name: Some(lead.display_name())
                 .filter(|n| !n.contains('@') && !n.starts_with("lead ")),
             subject: d.subject.clone(),
-            body_text: d.body_text.clone(),
-            body_html: d.body_html.clone(),
+            body_text,
+            body_html,
             date: now,
             message_id: message_id(d.id, &campaign.slug, &sender_domain),
             sender: self.config.sender.clone(),
@@ -649,10 +781,20 @@ impl<'a> Dispatcher<'a> {
                 let suppressed = self.store.suppressed(&suppression_keys(lead)).await?;
                 let mut open = HashMap::new();
                 if let Some(guard) = self.guard {
+                    // A channel is closed to the fallback only when every account's circuit is.
                     for sender in self.channels.all() {
-                        let account = SendGuard::account(sender.channel(), sender.name());
-                        if let Some(until) = guard.open_until(&account).filter(|u| *u > now) {
-                            open.insert(sender.channel(), until);
+                        let channel = sender.channel();
+                        let untils: Option<Vec<_>> = self
+                            .channels
+                            .accounts(channel)
+                            .iter()
+                            .map(|s| {
+                                let account = SendGuard::account(channel, s.name());
+                                guard.open_until(&account).filter(|u| *u > now)
+                            })
+                            .collect();
+                        if let Some(until) = untils.and_then(|u| u.into_iter().min()) {
+                            open.insert(channel, until);
                         }
                     }
                 }
@@ -687,7 +829,12 @@ impl<'a> Dispatcher<'a> {
             .await?;
         let mut confirmed = 0;
         for d in unknown {
-            let Some(sender) = self.channels.get(d.channel) else {
+            // Asked of the account that sent it (its mailbox's Sent Items).
+            let by_account = d
+                .account
+                .as_deref()
+                .and_then(|a| self.channels.account(d.channel, a));
+            let Some(sender) = by_account.or_else(|| self.channels.get(d.channel)) else {
                 continue;
             };
             match sender.reconcile(d.id, d.send_at - Duration::hours(1)).await {

@@ -93,6 +93,7 @@ type Direct =
 pub struct GovernorLimiter {
     clock: InjectedClock,
     quotas: HashMap<Channel, Vec<Quota>>,
+    account_quotas: HashMap<String, Vec<Quota>>,
     limiters: Mutex<HashMap<String, (Vec<Direct>, Option<DateTime<Utc>>)>>,
 }
 
@@ -102,9 +103,47 @@ impl GovernorLimiter {
         Self {
             clock: InjectedClock::default(),
             quotas,
+            account_quotas: HashMap::new(),
             limiters: Mutex::new(HashMap::new()),
         }
     }
+
+    /// Quotas of single accounts (by full account name), replacing their channel's.
+    pub fn with_account_quotas(mut self, quotas: HashMap<String, Vec<Quota>>) -> Self {
+        self.account_quotas = quotas;
+        self
+    }
+}
+
+/// governor's quotas for one account's limits.
+fn governor_quotas(l: &AccountLimits) -> Vec<Quota> {
+    let mut q = Vec::new();
+    // GCRA: up to the limit at once, then evenly at the rate (governor's quotas).
+    if let Some(n) = l.per_second.and_then(NonZeroU32::new) {
+        q.push(Quota::per_second(n));
+    }
+    if let Some(n) = l.per_minute.and_then(NonZeroU32::new) {
+        q.push(Quota::per_minute(n));
+    }
+    q
+}
+
+/// The database limiter's rates for one account's limits.
+fn store_rates(l: &AccountLimits) -> Vec<RateQuota> {
+    let mut q = Vec::new();
+    if let Some(n) = l.per_second.filter(|n| *n > 0) {
+        q.push(RateQuota {
+            per: Duration::seconds(1),
+            count: n,
+        });
+    }
+    if let Some(n) = l.per_minute.filter(|n| *n > 0) {
+        q.push(RateQuota {
+            per: Duration::minutes(1),
+            count: n,
+        });
+    }
+    q
 }
 
 fn to_nanos(t: DateTime<Utc>) -> u64 {
@@ -138,8 +177,10 @@ impl GovernorLimiter {
                 .split(':')
                 .next()
                 .and_then(|c| c.parse::<Channel>().ok());
-            let quotas = channel
-                .and_then(|c| self.quotas.get(&c))
+            let quotas = self
+                .account_quotas
+                .get(account)
+                .or_else(|| channel.and_then(|c| self.quotas.get(&c)))
                 .cloned()
                 .unwrap_or_default();
             (
@@ -179,35 +220,25 @@ pub struct StoreLimiter {
     store: Arc<dyn Store>,
     rates: HashMap<Channel, Vec<RateQuota>>,
     limits: HashMap<Channel, AccountLimits>,
+    accounts: HashMap<String, AccountLimits>,
 }
 
 impl StoreLimiter {
     /// A limiter on `store` with each channel's rates and daily caps.
     pub fn new(store: Arc<dyn Store>, limits: HashMap<Channel, AccountLimits>) -> Self {
-        let rates = limits
-            .iter()
-            .map(|(c, l)| {
-                let mut q = Vec::new();
-                if let Some(n) = l.per_second.filter(|n| *n > 0) {
-                    q.push(RateQuota {
-                        per: Duration::seconds(1),
-                        count: n,
-                    });
-                }
-                if let Some(n) = l.per_minute.filter(|n| *n > 0) {
-                    q.push(RateQuota {
-                        per: Duration::minutes(1),
-                        count: n,
-                    });
-                }
-                (*c, q)
-            })
-            .collect();
+        let rates = limits.iter().map(|(c, l)| (*c, store_rates(l))).collect();
         Self {
             store,
             rates,
             limits,
+            accounts: HashMap::new(),
         }
+    }
+
+    /// Limits of single accounts (by full account name), replacing their channel's.
+    pub fn with_account_limits(mut self, accounts: HashMap<String, AccountLimits>) -> Self {
+        self.accounts = accounts;
+        self
     }
 }
 
@@ -221,13 +252,16 @@ impl SendLimiter for StoreLimiter {
         else {
             return Ok(());
         };
+        let own = self.accounts.get(account);
         let request = PermitRequest {
             account: account.to_owned(),
             channel,
-            rates: self.rates.get(&channel).cloned().unwrap_or_default(),
-            daily_cap: self
-                .limits
-                .get(&channel)
+            rates: match own {
+                Some(l) => store_rates(l),
+                None => self.rates.get(&channel).cloned().unwrap_or_default(),
+            },
+            daily_cap: own
+                .or_else(|| self.limits.get(&channel))
                 .and_then(|l| l.cap_on(now.date_naive())),
             now,
         };
@@ -295,41 +329,123 @@ pub struct AccountHealth {
 pub struct SendGuard {
     limiter: Box<dyn SendLimiter>,
     limits: HashMap<Channel, AccountLimits>,
+    /// Limits of single accounts (several accounts on one channel), replacing the channel's.
+    account_limits: HashMap<String, AccountLimits>,
     policy: CircuitPolicy,
     breakers: Mutex<HashMap<String, CircuitBreaker>>,
     daily: Mutex<HashMap<String, (NaiveDate, u64)>>,
+    /// Channels the deliverability monitor slowed (a warning): the share of the configured
+    /// rate and daily cap they keep, and why.
+    slowdowns: Mutex<HashMap<Channel, (f64, String)>>,
+    /// When each account last started a send, for the slowed spacing.
+    last_go: Mutex<HashMap<String, DateTime<Utc>>>,
 }
 
 impl SendGuard {
+    /// Slows channels the deliverability monitor warned about: each keeps `factor` (0–1) of
+    /// its configured rate and daily cap until the next call lifts or changes it.
+    pub fn set_slowdowns(&self, slowdowns: HashMap<Channel, (f64, String)>) {
+        *self.slowdowns.lock().unwrap_or_else(|p| p.into_inner()) = slowdowns
+            .into_iter()
+            .filter(|(_, (f, _))| f.is_finite() && *f > 0.0 && *f < 1.0)
+            .collect();
+    }
+
+    /// The slow-down of a channel, if any.
+    pub fn slowdown(&self, channel: Channel) -> Option<(f64, String)> {
+        self.slowdowns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&channel)
+            .cloned()
+    }
+
+    /// The spacing a slowed account keeps between sends: its configured interval ÷ factor.
+    fn slowed_gap(&self, account: &str, channel: Channel, factor: f64) -> Option<Duration> {
+        let limits = self
+            .account_limits
+            .get(account)
+            .or_else(|| self.limits.get(&channel))?;
+        let per_second = limits
+            .per_second
+            .map(f64::from)
+            .or_else(|| limits.per_minute.map(|m| f64::from(m) / 60.0))?;
+        if per_second <= 0.0 {
+            return None;
+        }
+        let gap_ms = 1000.0 / (per_second * factor);
+        Some(Duration::milliseconds(gap_ms.ceil() as i64))
+    }
     /// A guard with per-channel limits and one circuit policy.
     pub fn new(limits: HashMap<Channel, AccountLimits>, policy: CircuitPolicy) -> Self {
         let quotas = Channel::ALL
             .iter()
-            .filter_map(|c| limits.get(c).map(|l| (*c, l)))
-            .map(|(c, l)| {
-                let mut q = Vec::new();
-                // GCRA: up to the limit at once, then evenly at the rate (governor's quotas).
-                if let Some(n) = l.per_second.and_then(NonZeroU32::new) {
-                    q.push(Quota::per_second(n));
-                }
-                if let Some(n) = l.per_minute.and_then(NonZeroU32::new) {
-                    q.push(Quota::per_minute(n));
-                }
-                (c, q)
-            })
+            .filter_map(|c| limits.get(c).map(|l| (*c, governor_quotas(l))))
             .collect();
         Self {
             limiter: Box::new(GovernorLimiter::new(quotas)),
             limits,
+            account_limits: HashMap::new(),
             policy,
             breakers: Mutex::new(HashMap::new()),
             daily: Mutex::new(HashMap::new()),
+            slowdowns: Mutex::new(HashMap::new()),
+            last_go: Mutex::new(HashMap::new()),
         }
     }
 
     /// No limits and a default circuit policy.
     pub fn unlimited() -> Self {
         Self::new(HashMap::new(), CircuitPolicy::default())
+    }
+
+    /// Gives single accounts their own limits (mailbox rotation: several accounts on one
+    /// channel, each with its rates, daily cap and warm-up), replacing their channel's. Call
+    /// before [`SendGuard::with_limiter`]: it rebuilds the in-process limiter.
+    pub fn with_account_limits(mut self, accounts: HashMap<String, AccountLimits>) -> Self {
+        let quotas = Channel::ALL
+            .iter()
+            .filter_map(|c| self.limits.get(c).map(|l| (*c, governor_quotas(l))))
+            .collect();
+        let own = accounts
+            .iter()
+            .map(|(a, l)| (a.clone(), governor_quotas(l)))
+            .collect();
+        self.limiter = Box::new(GovernorLimiter::new(quotas).with_account_quotas(own));
+        self.account_limits = accounts;
+        self
+    }
+
+    /// The limits of single accounts.
+    pub fn account_limits(&self) -> &HashMap<String, AccountLimits> {
+        &self.account_limits
+    }
+
+    /// The limits in force for an account: its own, else its channel's.
+    fn limits_of(&self, account: &str, channel: Channel) -> Option<&AccountLimits> {
+        self.account_limits
+            .get(account)
+            .or_else(|| self.limits.get(&channel))
+    }
+
+    /// An account's cap on `day`, if any (its own limits, else its channel's).
+    pub fn account_cap_on(&self, account: &str, channel: Channel, day: NaiveDate) -> Option<u32> {
+        self.limits_of(account, channel).and_then(|l| l.cap_on(day))
+    }
+
+    /// Sends counted for an account today.
+    pub fn sent_today(&self, account: &str, now: DateTime<Utc>) -> u64 {
+        let daily = self.daily.lock().unwrap_or_else(|p| p.into_inner());
+        daily
+            .get(account)
+            .filter(|(d, _)| *d == now.date_naive())
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// How many more sends an account's daily cap allows today (`None`: no cap).
+    pub fn remaining_today(&self, account: &str, channel: Channel, now: DateTime<Utc>) -> Option<u64> {
+        let cap = self.account_cap_on(account, channel, now.date_naive())?;
+        Some(u64::from(cap).saturating_sub(self.sent_today(account, now)))
     }
 
     /// Replaces the limiter (e.g. with a database-backed one).
@@ -362,7 +478,33 @@ impl SendGuard {
             };
         }
         let day = now.date_naive();
-        if let Some(cap) = self.limits.get(&channel).and_then(|l| l.cap_on(day)) {
+        let slowed = self.slowdown(channel);
+        if let Some((factor, why)) = &slowed {
+            if let Some(gap) = self.slowed_gap(account, channel, *factor) {
+                let last = self
+                    .last_go
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(account)
+                    .copied();
+                if let Some(next) = last.map(|l| l + gap).filter(|n| *n > now) {
+                    return Verdict::Wait {
+                        until: next,
+                        reason: format!(
+                            "{account} slowed to {:.0}% of its rate by the deliverability monitor ({why})",
+                            factor * 100.0
+                        ),
+                        circuit_open: false,
+                    };
+                }
+            }
+        }
+        if let Some(cap) = self.account_cap_on(account, channel, day).map(|cap| {
+            match &slowed {
+                Some((factor, _)) => ((f64::from(cap) * factor).floor() as u32).max(1),
+                None => cap,
+            }
+        }) {
             let daily = self.daily.lock().unwrap_or_else(|p| p.into_inner());
             let sent = daily
                 .get(account)
@@ -391,7 +533,14 @@ impl SendGuard {
         let breaker = breakers
             .entry(account.to_owned())
             .or_insert_with(|| CircuitBreaker::new(self.policy));
-        match breaker.admit(now) {
+        let verdict = breaker.admit(now);
+        if slowed.is_some() && !matches!(verdict, Admission::Denied { .. }) {
+            self.last_go
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(account.to_owned(), now);
+        }
+        match verdict {
             Admission::Allowed => Verdict::Go,
             Admission::Probe => Verdict::Probe,
             Admission::Denied { until } => Verdict::Wait {
@@ -481,8 +630,7 @@ impl SendGuard {
                         .filter(|(d, _)| *d == now.date_naive())
                         .map_or(0, |(_, n)| *n),
                     cap_today: channel
-                        .and_then(|c| self.limits.get(&c))
-                        .and_then(|l| l.cap_on(now.date_naive())),
+                        .and_then(|c| self.account_cap_on(a, c, now.date_naive())),
                 }
             })
             .collect()
@@ -495,6 +643,60 @@ mod tests {
 
     fn t(s: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_770_000_000 + s, 0).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_deliverability_warning_slows_the_rate_and_the_daily_cap() {
+        let mut limits: HashMap<Channel, AccountLimits> = HashMap::new();
+        limits.insert(
+            Channel::Email,
+            AccountLimits {
+                per_minute: Some(30),
+                daily_cap: Some(40),
+                ..Default::default()
+            },
+        );
+        let guard = SendGuard::new(limits, CircuitPolicy::default());
+        guard.set_slowdowns(HashMap::from([(
+            Channel::Email,
+            (0.5, "hard bounces 2.4% above the warn level of 2%".to_owned()),
+        )]));
+        // Half of 30/min: one send every four seconds, no burst.
+        let mut went = Vec::new();
+        for at in 0..60 {
+            match guard.admit("email:graph", Channel::Email, t(at)).await {
+                Verdict::Go => {
+                    guard.record("email:graph", Health::Ok, true, t(at));
+                    went.push(at);
+                }
+                Verdict::Wait { reason, .. } => {
+                    assert!(reason.contains("slowed to 50%"), "{reason}");
+                }
+                Verdict::Probe => unreachable!(),
+            }
+        }
+        assert_eq!(went, (0..60).step_by(4).collect::<Vec<_>>());
+        // Half of the daily cap of 40: 20 today.
+        let mut today = went.len();
+        for at in (60..3600).step_by(4) {
+            if guard.admit("email:graph", Channel::Email, t(at)).await == Verdict::Go {
+                guard.record("email:graph", Health::Ok, true, t(at));
+                today += 1;
+            }
+        }
+        assert_eq!(today, 20);
+        // Lifted: the configured rate again (another account, so the day's count is fresh).
+        guard.set_slowdowns(HashMap::new());
+        let burst = {
+            let mut n = 0;
+            for _ in 0..40 {
+                if guard.admit("email:other", Channel::Email, t(4000)).await == Verdict::Go {
+                    n += 1;
+                }
+            }
+            n
+        };
+        assert_eq!(burst, 30);
     }
 
     #[tokio::test]

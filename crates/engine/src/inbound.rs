@@ -238,6 +238,8 @@ struct Candidate {
     delivery_header: Option<DeliveryId>,
     /// The failed recipient of a bounce.
     recipient: Option<String>,
+    /// The plain-text body (for classifying a reply).
+    text: String,
 }
 
 /// Polls every configured mailbox and records what it finds.
@@ -245,12 +247,24 @@ struct Candidate {
 pub struct InboundPoller {
     sources: Vec<MailSource>,
     options: InboundOptions,
+    classifier: crate::replies::ReplyClassifier,
 }
 
 impl InboundPoller {
     /// A poller over these sources.
     pub fn new(sources: Vec<MailSource>, options: InboundOptions) -> Self {
-        Self { sources, options }
+        Self {
+            sources,
+            options,
+            classifier: crate::replies::ReplyClassifier::rules_only(),
+        }
+    }
+
+    /// Classifies replies with this classifier (the model, when configured) instead of the
+    /// keyword rules alone.
+    pub fn with_classifier(mut self, classifier: crate::replies::ReplyClassifier) -> Self {
+        self.classifier = classifier;
+        self
     }
 
     /// Whether there is anything to poll.
@@ -488,6 +502,39 @@ impl InboundPoller {
         };
         found.lead_id = Some(lead_id);
         found.delivery_id = delivery_id;
+        // A reply is classified (the model when configured, else keyword rules) before it is
+        // recorded, so it is recorded as what it is; a message read again is not classified
+        // again (no second model call).
+        let classification = match c.kind {
+            FoundKind::Reply
+                if !already_recorded(store, lead_id, source, &c.external_id).await? =>
+            {
+                Some(
+                    self.classifier
+                        .classify(c.subject.as_deref().unwrap_or(""), &c.text)
+                        .await,
+                )
+            }
+            FoundKind::AutoReply => Some(crate::replies::Classification {
+                class: engager_domain::reply::ReplyClass::OutOfOffice,
+                source: "rules",
+                reason: format!("automatic reply ({})", c.note),
+            }),
+            _ => None,
+        };
+        let event_kind = classification
+            .as_ref()
+            .map_or(event_kind, |k| k.class.event_kind());
+        if let Some(k) = &classification {
+            found.note = if found.note.is_empty() {
+                format!("classified {} by {}: {}", k.class, k.source, k.reason)
+            } else {
+                format!(
+                    "{}; classified {} by {}: {}",
+                    found.note, k.class, k.source, k.reason
+                )
+            };
+        }
         let detail = json!({
             "message_id": c.external_id,
             "from": c.from,
@@ -516,7 +563,23 @@ impl InboundPoller {
         found.recorded = true;
         found.enrollments_stopped = effects.enrollments_stopped;
         found.suppressed = effects.suppressed;
-        if c.kind == FoundKind::Reply && self.options.stop_company_on_reply {
+        if let Some(k) = &classification {
+            let stored = store
+                .classify_reply(&engager_store::ReplyClassification {
+                    reply: engager_store::ReplyRef::External(c.external_id.clone()),
+                    class: k.class,
+                    source: k.source.to_owned(),
+                    reason: k.reason.clone(),
+                    at: c.at.min(now),
+                })
+                .await?;
+            found.enrollments_stopped += stored.effects.enrollments_stopped;
+            found.suppressed |= stored.effects.suppressed;
+        }
+        if c.kind == FoundKind::Reply
+            && event_kind.stops_sequences()
+            && self.options.stop_company_on_reply
+        {
             if let Some(domain) = company_domain(store, lead_id).await? {
                 let company = store
                     .stop_domain_sequences(&domain, "company_replied", now)
@@ -547,6 +610,22 @@ impl From<StoreError> for PollError {
     fn from(e: StoreError) -> Self {
         PollError::Store(e)
     }
+}
+
+/// Whether an inbound message was already recorded for the lead (its id is in the detail of
+/// one of the lead's events from this mailbox).
+async fn already_recorded(
+    store: &dyn Store,
+    lead: LeadId,
+    source: &str,
+    external_id: &str,
+) -> Result<bool, StoreError> {
+    let from = format!("inbound:{source}");
+    Ok(store.events_for_lead(lead).await?.iter().any(|e| {
+        e.event.source == from
+            && serde_json::from_str::<serde_json::Value>(&e.event.detail)
+                .is_ok_and(|d| d["message_id"] == external_id)
+    }))
 }
 
 /// The lead's email domain, unless it is a free-mail domain.
@@ -618,6 +697,7 @@ fn imap_candidate(
         referenced: Vec::new(),
         delivery_header: None,
         recipient: None,
+        text: inbound.text.clone().unwrap_or_default(),
     };
     match &inbound.kind {
         InboundKind::Reply { reference } => {
@@ -696,6 +776,7 @@ fn graph_candidate(message: &InboundMessage) -> Candidate {
         from: message.from.clone(),
         subject: Some(message.subject.clone()),
         at: message.received_at,
+        text: message.body_text.chars().take(4_000).collect(),
         kind,
         note,
         ours,
@@ -727,6 +808,7 @@ mod tests {
             subject: None,
             date: None,
             kind: InboundKind::Unrelated,
+            text: None,
         };
         let now = Utc::now();
         let a = imap_candidate("imap:x", 7, 42, None, &inbound, now);

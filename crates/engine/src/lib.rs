@@ -6,22 +6,28 @@
 //! crate gathers their inputs (from the store, the clock and the configuration), records
 //! their outputs, and performs the I/O they call for.
 
+pub mod accounts;
 pub mod alerts;
 pub mod analytics;
 pub mod campaign_file;
 pub mod catalog;
+pub mod compliance;
 pub mod clock;
 pub mod dispatcher;
+pub mod experiments;
 pub mod guard;
 pub mod inbound;
 pub mod monitor;
+pub mod narrative;
 pub mod personalization;
 pub mod planner;
+pub mod replies;
 pub mod report;
 pub mod similar;
 pub mod simulation;
 pub mod tasks;
 pub mod timing;
+pub mod tracking;
 
 use chrono::Duration;
 use engager_channels::Sender;
@@ -78,4 +84,7 @@ pub struct EngineConfig {
     pub enabled_channels: Vec<engager_domain::Channel>,
     /// This process's name in claims.
     pub worker_id: String,
+    /// The compliance validators and the company-wide legal bases (the sender's identity is
+    /// taken from `sender`, `sender_company` and `public_base_url`).
+    pub compliance: engager_domain::compliance::ComplianceRules,
 }

@@ -99,6 +99,9 @@ pub struct DraftInput<'a> {
     pub sender: &'a SenderFacts,
     /// Now.
     pub now: DateTime<Utc>,
+    /// The lead's A/B variant at this step (as the planner assigned it), when the step runs
+    /// an experiment.
+    pub variant: Option<&'a engager_domain::campaign::Variant>,
 }
 
 /// The planner's AI stage: the personalizer, how many calls run at once, and the run's counters.
@@ -124,6 +127,12 @@ impl AiPersonalization {
         &self.personalizer
     }
 
+    /// The model client (shared budget and connection pool), for other model tasks of the run
+    /// (reply classification, narratives).
+    pub fn client(&self) -> &engager_ai::llm::LlmClient {
+        self.personalizer.client()
+    }
+
     /// This run's counters.
     pub fn counts(&self) -> AiCounts {
         AiCounts {
@@ -139,7 +148,7 @@ impl AiPersonalization {
     pub fn prepare(&self, input: &DraftInput<'_>) -> Prepared {
         let insights = analyse(input.history, input.earlier, input.zone, input.now);
         let step = input.campaign.step(input.step_index);
-        let variant = step.and_then(|s| s.variant_for(&input.campaign.slug, input.lead.id));
+        let variant = input.variant;
         let prompt = build_prompt(
             self.personalizer.brand(),
             self.personalizer.gate(),
@@ -161,7 +170,7 @@ impl AiPersonalization {
         );
         let context = check_context(
             input.lead,
-            step.map(|s| s.template_for(&input.campaign.slug, input.lead.id)),
+            step.map(|s| variant.map_or(&s.template, |v| &v.template)),
             input.channel,
             input.earlier.last(),
         );

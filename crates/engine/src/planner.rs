@@ -88,6 +88,15 @@ pub struct Planner<'a> {
     drafts: Mutex<HashMap<DraftSlot, (DraftOutcome, DraftSource)>>,
     /// What similar leads did per channel, read once per pass when a step offers a choice.
     similar: std::sync::OnceLock<crate::similar::SimilarLeads>,
+    /// A/B experiments' results, decisions and the page's kept variants (read once per pass
+    /// and page; see `experiments`).
+    experiments: Mutex<crate::experiments::ExperimentBook>,
+    /// The compliance validators, with the sender's identity.
+    rules: engager_domain::compliance::ComplianceRules,
+    /// Campaigns halted for compliance (read at the start of each pass), with the reason.
+    halted: std::sync::RwLock<HashMap<engager_domain::CampaignId, String>>,
+    /// Where a new compliance halt is reported.
+    alerter: Option<&'a crate::alerts::Alerter>,
 }
 
 type DraftSlot = (EnrollmentId, usize, Channel);
@@ -103,7 +112,22 @@ impl<'a> Planner<'a> {
             ai: None,
             drafts: Mutex::new(HashMap::new()),
             similar: std::sync::OnceLock::new(),
+            experiments: Mutex::new(crate::experiments::ExperimentBook::default()),
+            rules: crate::compliance::rules(config),
+            halted: std::sync::RwLock::new(HashMap::new()),
+            alerter: None,
         }
+    }
+
+    /// Reports compliance halts of campaigns to administrators through `alerter`.
+    pub fn with_alerts(mut self, alerter: &'a crate::alerts::Alerter) -> Self {
+        self.alerter = Some(alerter);
+        self
+    }
+
+    /// Campaigns halted for compliance, as read at the start of the last pass.
+    pub fn halted_campaigns(&self) -> HashMap<engager_domain::CampaignId, String> {
+        self.halted.read().map(|h| h.clone()).unwrap_or_default()
     }
 
     /// Personalizes with AI (when `Some`): each page's messages are drafted, checked and cached
@@ -120,6 +144,36 @@ impl<'a> Planner<'a> {
         self
     }
 
+    fn lock_experiments(&self) -> std::sync::MutexGuard<'_, crate::experiments::ExperimentBook> {
+        self.experiments
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What a lead gets at a step: the compiled templates' name, the templates, the A/B
+    /// variant (kept, promoted, bandit or weights; see `experiments`) and how it was chosen.
+    fn step_templates<'c>(
+        &self,
+        campaign: &Campaign,
+        step: &'c Step,
+        lead: LeadId,
+    ) -> (
+        String,
+        &'c engager_domain::campaign::StepTemplate,
+        Option<&'c engager_domain::campaign::Variant>,
+        String,
+    ) {
+        match self.lock_experiments().assign(campaign, step, lead) {
+            Some(a) => (
+                crate::catalog::variant_template_name(&campaign.slug, &a.variant.name),
+                &a.variant.template,
+                Some(a.variant),
+                a.how,
+            ),
+            None => (campaign.slug.clone(), &step.template, None, String::new()),
+        }
+    }
+
     /// Evaluates every enrollment due at `now` (at most `limit`), recording the outcomes
     /// unless `dry_run`.
     pub async fn plan_due(
@@ -130,6 +184,20 @@ impl<'a> Planner<'a> {
     ) -> Result<PlanReport, StoreError> {
         let mut report = PlanReport::default();
         let mut after = None;
+        // Campaigns whose configuration or templates break a rule are halted before anything
+        // of them is evaluated; a halt lasts until a person resumes the fixed campaign.
+        let halted = crate::compliance::enforce_campaigns(
+            self.store,
+            self.catalog,
+            &self.rules,
+            self.alerter,
+            now,
+            dry_run,
+        )
+        .await?;
+        if let Ok(mut h) = self.halted.write() {
+            *h = halted;
+        }
         // Touches planned during this pass and not yet visible to the store, so two campaigns
         // of one lead see each other.
         let mut fresh_touches: HashMap<LeadId, Vec<Touch>> = HashMap::new();
@@ -150,6 +218,10 @@ impl<'a> Planner<'a> {
                 .similar
                 .set(crate::similar::SimilarLeads::from_rows(&rows));
         }
+        let book = crate::experiments::ExperimentBook::load(self.store, self.catalog, now, dry_run)
+            .await?;
+        let needs_assignments = book.needs_assignments();
+        *self.lock_experiments() = book;
         loop {
             let remaining = limit.map(|l| l.saturating_sub(report.evaluated));
             if remaining == Some(0) {
@@ -167,6 +239,10 @@ impl<'a> Planner<'a> {
                 .collect::<HashSet<_>>()
                 .into_iter()
                 .collect();
+            if needs_assignments {
+                let kept = self.store.variant_assignments(&lead_ids).await?;
+                self.lock_experiments().set_assignments(kept);
+            }
             let mut histories = self.store.contact_history(&lead_ids, history_since).await?;
             if !fresh_touches.is_empty() {
                 for lead in &lead_ids {
@@ -340,6 +416,58 @@ impl<'a> Planner<'a> {
                 None,
             );
         }
+        if let Some(reason) = self
+            .halted
+            .read()
+            .ok()
+            .and_then(|h| h.get(&campaign.id).cloned())
+        {
+            gates.push(GateResult::fail(
+                Gate::Compliance,
+                format!(
+                    "campaign halted for compliance: {reason}; nothing of it is planned until the problem is fixed and a person runs `engager compliance resume {}`",
+                    campaign.slug
+                ),
+            ));
+            let until = now + Duration::minutes(15);
+            return finish(
+                gates,
+                PlanDecision::Defer { until },
+                "deferred",
+                Some("campaign_halted"),
+                None,
+                Some(until),
+            );
+        }
+        // Consent evidence: the stored records (read with the history) and the lead's own
+        // imported fields.
+        let derived = crate::compliance::field_consents(lead);
+        let merged;
+        let consents: &[engager_domain::compliance::ConsentRecord] = if derived.is_empty() {
+            &history.consents
+        } else {
+            merged = crate::compliance::merge_consents(lead, history.consents.clone());
+            &merged
+        };
+        if let Some(objection) = engager_domain::compliance::objection(consents) {
+            gates.push(GateResult::fail(
+                Gate::Compliance,
+                format!(
+                    "objection to direct marketing on record ({}): never contacted again",
+                    objection.describe()
+                ),
+            ));
+            return finish(
+                gates,
+                PlanDecision::Stop {
+                    reason: "objected".into(),
+                },
+                "stopped",
+                Some("objected"),
+                None,
+                None,
+            );
+        }
         let blocked = |channel: Channel| -> Option<String> {
             hits.iter()
                 .find(|h| match (&h.key, channel) {
@@ -508,6 +636,8 @@ impl<'a> Planner<'a> {
         let preferences: Vec<Channel> = scores.iter().map(|s| s.channel).collect();
         let preferences = preferences.iter();
         let mut refused = Vec::new();
+        let mut compliance_refusals: Vec<GateResult> = Vec::new();
+        let mut verdict = None;
         let mut chosen = None;
         let mut channel_hold: Option<DateTime<Utc>> = None;
         for channel in preferences {
@@ -519,6 +649,28 @@ impl<'a> Planner<'a> {
                 Some("no contact point".to_owned())
             } else if let Some(b) = blocked(*channel) {
                 Some(b)
+            } else if let Some(refusal) = {
+                let v = engager_domain::compliance::check(
+                    &self.rules,
+                    lead,
+                    *channel,
+                    consents,
+                    now,
+                );
+                let refusal = (!v.allowed()).then(|| {
+                    v.failures()
+                        .map(|c| c.describe())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                });
+                verdict = Some(v);
+                refusal
+            } {
+                compliance_refusals.push(GateResult::fail(
+                    Gate::Compliance,
+                    format!("{channel}: {refusal}"),
+                ));
+                Some(refusal)
             } else if let Some(until) = self.open_circuits.get(channel).filter(|u| **u > now) {
                 channel_hold = Some(channel_hold.map_or(*until, |h| h.min(*until)));
                 Some(format!(
@@ -539,11 +691,25 @@ impl<'a> Planner<'a> {
                 Some(reason) => refused.push(format!("{channel}: {reason}")),
             }
         }
+        let only_compliance = !compliance_refusals.is_empty()
+            && compliance_refusals.len() == refused.len()
+            && channel_hold.is_none();
+        gates.append(&mut compliance_refusals);
         let Some(channel) = chosen else {
             gates.push(GateResult::fail(
                 Gate::Channel,
                 format!("no usable channel: {}", refused.join("; ")),
             ));
+            if only_compliance {
+                return finish(
+                    gates,
+                    PlanDecision::Skip { next_due },
+                    "skipped",
+                    Some("compliance"),
+                    None,
+                    None,
+                );
+            }
             if let Some(until) = channel_hold {
                 return finish(
                     gates,
@@ -580,6 +746,9 @@ impl<'a> Planner<'a> {
             Gate::Channel,
             format!("{choice}{}", score_note.unwrap_or_default()),
         ));
+        if let Some(v) = verdict.filter(|v| v.channel == channel) {
+            gates.push(GateResult::pass(Gate::Compliance, v.describe()));
+        }
 
         // 4. Personalization.
         let zone = place.zone.zone;
@@ -611,8 +780,7 @@ impl<'a> Planner<'a> {
             lead_context(lead, zone, send_at, &sender, step_index),
             &engager_ai::insights::analyse(history, &[], zone, send_at),
         );
-        let (template_name, template, variant) =
-            crate::catalog::step_templates(campaign, step, lead.id);
+        let (template_name, template, variant, how) = self.step_templates(campaign, step, lead.id);
         let rendered =
             match self
                 .catalog
@@ -638,7 +806,8 @@ impl<'a> Planner<'a> {
         let variant_note = variant
             .map(|v| {
                 format!(
-                    "A/B variant {v} of experiment {}; ",
+                    "A/B variant {} of experiment {} ({how}); ",
+                    v.name,
                     step.experiment(&campaign.slug)
                 )
             })
@@ -747,7 +916,7 @@ impl<'a> Planner<'a> {
             subject: content.subject,
             body_text: content.body_text,
             body_html: content.body_html,
-            variant: variant.map(str::to_owned),
+            variant: variant.map(|v| v.name.clone()),
         };
         // Review mode: AI-written text waits for a person; template text goes out as usual.
         if campaign.review && ai_text {
@@ -828,8 +997,8 @@ impl<'a> Planner<'a> {
                 lead_context(&d.lead, zone, delivery.send_at, &sender, step_index),
                 &engager_ai::insights::analyse(history, &[], zone, delivery.send_at),
             );
-            let (template_name, template, _) =
-                crate::catalog::step_templates(campaign, step, d.lead.id);
+            let (template_name, template, variant, _) =
+                self.step_templates(campaign, step, d.lead.id);
             let Ok(rendered) =
                 self.catalog
                     .templates()
@@ -851,6 +1020,7 @@ impl<'a> Planner<'a> {
                 zone,
                 sender: &sender,
                 now,
+                variant,
             }));
             slots.push((d.enrollment.id, step_index, delivery.channel));
         }
@@ -981,7 +1151,7 @@ impl<'a> Planner<'a> {
             lead_context(lead, place.zone.zone, at, &sender, step_index),
             &engager_ai::insights::analyse(&history, &[], place.zone.zone, at),
         );
-        let (name, template, _) = crate::catalog::step_templates(campaign, step, lead.id);
+        let (name, template, _, _) = self.step_templates(campaign, step, lead.id);
         let rendered = self
             .catalog
             .templates()

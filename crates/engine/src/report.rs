@@ -206,7 +206,7 @@ impl Group {
         r.opened += u64::from(f.opened);
         r.clicked += u64::from(f.clicked);
         r.replied += u64::from(f.replied);
-        r.positive_replies += u64::from(f.replied && !f.negative_reply);
+        r.positive_replies += u64::from(f.replied && !f.negative_reply && !f.neutral_reply);
         r.bounced += u64::from(f.bounced);
         r.complaints += u64::from(f.complained);
         r.unsubscribed += u64::from(f.unsubscribed);
@@ -329,7 +329,7 @@ fn funnel(facts: &ReportFacts, converted: &HashSet<LeadId>) -> Vec<FunnelStage> 
             f.opened,
             f.clicked,
             f.replied,
-            f.replied && !f.negative_reply,
+            f.replied && !f.negative_reply && !f.neutral_reply,
         ];
         for (stage, hit) in stages.iter_mut().zip(reached) {
             if hit {
@@ -387,6 +387,7 @@ mod tests {
             clicked: false,
             replied: false,
             negative_reply: false,
+            neutral_reply: false,
             bounced: false,
             complained: false,
             unsubscribed: false,

@@ -87,6 +87,7 @@ fn config() -> EngineConfig {
         retry_max_delay: Duration::minutes(10),
         enabled_channels: vec![Channel::Email, Channel::Sms],
         worker_id: "test".into(),
+        compliance: Default::default(),
         budget: engager_domain::frequency::BudgetRules::default(),
         timing: TimingRules {
             best_time: BestTimeSettings {
@@ -111,6 +112,11 @@ async fn seed(store: &dyn Store, n: usize, definition: &str) -> Vec<LeadId> {
             first_name: Some(format!("L{i}")),
             country: Some(CountryCode::parse("GB").unwrap()),
             time_zone: Some(TimeZone::parse("Europe/London").unwrap()),
+            // Both channels by consent (GDPR for these UK leads; TCPA for texts).
+            custom: [("email_consent", "signup form"), ("sms_consent", "signup form")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
             source: "test".into(),
             ..NewLead::default()
         })

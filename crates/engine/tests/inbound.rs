@@ -41,7 +41,7 @@ body = "Hi {{ lead.first_name }}, a short note."
 name = "follow-up"
 channels = ["email"]
 delay_days = 3
-subject = "Re: quick question"
+subject = "Following up: quick question"
 body = "Hi {{ lead.first_name }}, following up."
 "#;
 
@@ -90,6 +90,7 @@ fn config() -> EngineConfig {
         retry_max_delay: Duration::minutes(10),
         enabled_channels: vec![Channel::Email],
         worker_id: "test".into(),
+        compliance: Default::default(),
         budget: engager_domain::frequency::BudgetRules::default(),
         timing: TimingRules {
             best_time: BestTimeSettings {

@@ -90,6 +90,13 @@ fn config() -> EngineConfig {
         retry_max_delay: Duration::hours(1),
         enabled_channels: Channel::ALL.to_vec(),
         worker_id: "test".into(),
+        // The test company documented a legitimate interest for every channel (these are
+        // German leads; the compliance gate's own tests are in tests/compliance.rs).
+        compliance: engager_domain::compliance::ComplianceRules {
+            legitimate_interest: Some("LIA-TEST".into()),
+            legitimate_interest_channels: Channel::ALL.to_vec(),
+            ..Default::default()
+        },
     }
 }
 
@@ -616,6 +623,27 @@ impl engager_store::Store for NoStore {
     ) -> engager_store::StoreResult<Vec<(Channel, u64)>> {
         unreachable!()
     }
+    async fn set_delivery_account(
+        &self,
+        _: engager_domain::DeliveryId,
+        _: i64,
+        _: &str,
+    ) -> engager_store::StoreResult<bool> {
+        unreachable!()
+    }
+    async fn enrollment_account(
+        &self,
+        _: engager_domain::EnrollmentId,
+        _: Channel,
+    ) -> engager_store::StoreResult<Option<String>> {
+        unreachable!()
+    }
+    async fn sent_counts_by_account_since(
+        &self,
+        _: DateTime<Utc>,
+    ) -> engager_store::StoreResult<Vec<engager_store::AccountSentCount>> {
+        unreachable!()
+    }
     async fn save_account_state(
         &self,
         _: &engager_store::AccountState,
@@ -683,6 +711,44 @@ impl engager_store::Store for NoStore {
     async fn sending_halts(&self) -> engager_store::StoreResult<Vec<engager_store::SendingHalt>> {
         unreachable!()
     }
+    async fn record_consent(
+        &self,
+        _: &engager_domain::compliance::ConsentRecord,
+    ) -> engager_store::StoreResult<i64> {
+        unreachable!()
+    }
+    async fn consents(
+        &self,
+        _: &[LeadId],
+    ) -> engager_store::StoreResult<
+        std::collections::HashMap<LeadId, Vec<engager_domain::compliance::ConsentRecord>>,
+    > {
+        unreachable!()
+    }
+    async fn record_evidence(&self, _: &engager_store::SendEvidence) -> engager_store::StoreResult<()> {
+        unreachable!()
+    }
+    async fn evidence_since(
+        &self,
+        _: DateTime<Utc>,
+    ) -> engager_store::StoreResult<Vec<engager_store::EvidenceRow>> {
+        unreachable!()
+    }
+    async fn compliance_traces(
+        &self,
+        _: DateTime<Utc>,
+    ) -> engager_store::StoreResult<Vec<engager_store::ComplianceTrace>> {
+        unreachable!()
+    }
+    async fn campaign_halts(&self) -> engager_store::StoreResult<Vec<engager_store::CampaignHalt>> {
+        unreachable!()
+    }
+    async fn set_campaign_halt(
+        &self,
+        _: &engager_store::CampaignHalt,
+    ) -> engager_store::StoreResult<bool> {
+        unreachable!()
+    }
     async fn suppression_list(&self) -> engager_store::StoreResult<Vec<SuppressionRecord>> {
         unreachable!()
     }
@@ -733,6 +799,35 @@ impl engager_store::Store for NoStore {
         &self,
         _: &engager_store::SendingHalt,
     ) -> engager_store::StoreResult<bool> {
+        unreachable!()
+    }
+    async fn save_tracked_message(
+        &self,
+        _: engager_domain::DeliveryId,
+        _: i64,
+        _: &engager_store::TrackedMessage,
+        _: DateTime<Utc>,
+    ) -> engager_store::StoreResult<bool> {
+        unreachable!()
+    }
+    async fn tracked_link(
+        &self,
+        _: engager_domain::DeliveryId,
+        _: u32,
+    ) -> engager_store::StoreResult<Option<String>> {
+        unreachable!()
+    }
+    async fn tracking_targets(
+        &self,
+        _: &[engager_domain::DeliveryId],
+    ) -> engager_store::StoreResult<std::collections::HashMap<engager_domain::DeliveryId, engager_store::TrackingTarget>> {
+        unreachable!()
+    }
+    async fn record_tracking_events(
+        &self,
+        _: &[engager_store::NewEvent],
+        _: &[(i64, String)],
+    ) -> engager_store::StoreResult<Vec<i64>> {
         unreachable!()
     }
     async fn sms_message(
@@ -876,6 +971,47 @@ impl engager_store::Store for NoStore {
         unreachable!()
     }
     async fn pause_account(&self, _: &str, _: DateTime<Utc>) -> engager_store::StoreResult<()> {
+        unreachable!()
+    }
+    async fn variant_counts(&self) -> engager_store::StoreResult<Vec<engager_store::VariantCountRow>> {
+        unreachable!()
+    }
+    async fn variant_assignments(
+        &self,
+        _: &[LeadId],
+    ) -> engager_store::StoreResult<Vec<engager_store::VariantAssignment>> {
+        unreachable!()
+    }
+    async fn experiment_decisions(
+        &self,
+    ) -> engager_store::StoreResult<Vec<engager_store::ExperimentDecision>> {
+        unreachable!()
+    }
+    async fn save_experiment_decision(
+        &self,
+        _: &engager_store::ExperimentDecision,
+        _: &engager_store::AuditEntry,
+    ) -> engager_store::StoreResult<()> {
+        unreachable!()
+    }
+    async fn classify_reply(
+        &self,
+        _: &engager_store::ReplyClassification,
+    ) -> engager_store::StoreResult<engager_store::ClassifiedReply> {
+        unreachable!()
+    }
+    async fn replies(
+        &self,
+        _: Option<LeadId>,
+        _: usize,
+    ) -> engager_store::StoreResult<Vec<engager_store::ReplyRecord>> {
+        unreachable!()
+    }
+    async fn lead_by_source_ref(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> engager_store::StoreResult<Option<LeadId>> {
         unreachable!()
     }
 }

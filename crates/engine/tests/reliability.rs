@@ -69,6 +69,7 @@ fn config() -> EngineConfig {
         retry_max_delay: Duration::minutes(10),
         enabled_channels: vec![Channel::Email],
         worker_id: "test".into(),
+        compliance: Default::default(),
         budget: engager_domain::frequency::BudgetRules::default(),
         timing: TimingRules {
             best_time: BestTimeSettings {

@@ -55,6 +55,7 @@ fn config() -> EngineConfig {
         retry_max_delay: Duration::hours(1),
         enabled_channels: Channel::ALL.to_vec(),
         worker_id: "test".into(),
+        compliance: Default::default(),
     }
 }
 

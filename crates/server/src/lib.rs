@@ -25,8 +25,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod dashboard;
+pub mod latency;
 mod metrics;
 mod pages;
+mod tracking;
 mod twilio;
 mod unsubscribe;
 
@@ -158,7 +161,17 @@ pub struct ServerState {
     pub(crate) config: Arc<ServerConfig>,
     /// The public origin, for signature checks.
     pub(crate) origin: Arc<str>,
+    /// The path prefix of every route (`""` or `/prefix`).
+    pub(crate) prefix: Arc<str>,
+    /// The dashboard, when an admin token is configured.
+    pub(crate) dashboard: Option<Arc<dashboard::DashboardConfig>>,
+    /// HTTP request durations of this process.
+    pub(crate) http_latency: Arc<latency::HttpLatency>,
+    /// The open/click event writer.
+    pub(crate) tracking: tracking::Tracker,
 }
+
+pub use tracking::{TrackingConfig, CLICK_PREFIX, OPEN_PREFIX};
 
 impl ServerState {
     /// State on the system clock.
@@ -172,13 +185,40 @@ impl ServerState {
         config: ServerConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ServerError> {
-        let (origin, _) = config.base()?;
+        let (origin, prefix) = config.base()?;
+        let store_for_tracking = Arc::clone(&store);
         Ok(Self {
             store,
             clock,
             config: Arc::new(config),
             origin: origin.into(),
+            prefix: prefix.into(),
+            dashboard: None,
+            http_latency: Arc::default(),
+            tracking: tracking::Tracker::new(store_for_tracking, TrackingConfig::default()),
         })
+    }
+
+    /// Tunes open and click tracking (before serving).
+    pub fn with_tracking(mut self, config: TrackingConfig) -> Self {
+        self.tracking = tracking::Tracker::new(Arc::clone(&self.store), config);
+        self
+    }
+
+    /// Waits until every open and click received so far is written to the store.
+    pub async fn flush_tracking(&self) {
+        self.tracking.flush(false).await;
+    }
+
+    /// Writes every open and click received so far and stops the writer (after serving).
+    pub async fn drain_tracking(&self) {
+        self.tracking.flush(true).await;
+    }
+
+    /// Enables the dashboard (`/dashboard`, behind the admin token).
+    pub fn with_dashboard(mut self, dashboard: dashboard::DashboardConfig) -> Self {
+        self.dashboard = Some(Arc::new(dashboard));
+        self
     }
 
     /// The URL a route is reached at from outside, as Twilio signs it.
@@ -200,7 +240,12 @@ pub fn router(state: ServerState) -> Router {
         .route(
             &format!("{UNSUBSCRIBE_PREFIX}{{token}}"),
             get(unsubscribe::show).post(unsubscribe::one_click),
-        );
+        )
+        .merge(dashboard::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            latency::track,
+        ));
     let app = if prefix.is_empty() {
         routes
     } else {
@@ -217,7 +262,9 @@ pub fn router(state: ServerState) -> Router {
             config.request_timeout,
         ))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .with_state(state.clone())
+        // The pixel and click redirect are the hot paths: their own lean stack.
+        .merge(tracking::routes(&prefix, config.request_timeout).with_state(state))
 }
 
 /// Binds `addr` and serves until `shutdown` completes, then finishes the requests in flight.
@@ -242,9 +289,16 @@ where
 {
     let local = listener.local_addr()?;
     info!(%local, "Serving webhooks and unsubscribe links.");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let tracking = state.clone();
+    let served = axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
+    // Requests in flight have ended: every open and click they queued is written before exit.
+    tracking.drain_tracking().await;
+    served?;
     info!(%local, "Server stopped.");
     Ok(())
 }

@@ -17,7 +17,7 @@ pub const METRICS_PATH: &str = "/metrics";
 /// The readiness route.
 pub const READY_PATH: &str = "/readyz";
 
-fn label(value: &str) -> String {
+pub(crate) fn label(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -84,23 +84,7 @@ pub(crate) async fn metrics(State(state): State<ServerState>) -> Response {
     );
     let _ = writeln!(out, "# TYPE engager_oldest_due_age_seconds gauge");
     for channel in Channel::ALL {
-        let waiting: Vec<_> = ledger
-            .iter()
-            .filter(|r| {
-                r.channel == channel
-                    && matches!(r.state, DeliveryState::Planned | DeliveryState::RetryWait)
-            })
-            .collect();
-        let oldest = waiting
-            .iter()
-            .filter_map(|r| r.oldest_due)
-            .filter(|t| *t <= now)
-            .min();
-        let due = if oldest.is_some() {
-            waiting.iter().map(|r| r.count).sum::<u64>()
-        } else {
-            0
-        };
+        let (due, oldest) = due_queue(&ledger, channel, now);
         let _ = writeln!(
             out,
             "engager_queue_due{{channel=\"{}\"}} {due}",
@@ -142,6 +126,11 @@ pub(crate) async fn metrics(State(state): State<ServerState>) -> Response {
             u8::from(halted)
         );
     }
+    state.http_latency.render(&mut out);
+    match state.store.latency_histograms().await {
+        Ok(histograms) => crate::latency::render_ledger(&histograms, &mut out),
+        Err(e) => warn!(error = %e, "Metrics: the ledger's latency histograms are unavailable."),
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -150,6 +139,33 @@ pub(crate) async fn metrics(State(state): State<ServerState>) -> Response {
         out,
     )
         .into_response()
+}
+
+/// A channel's due queue: deliveries planned or waiting to retry, counted when the oldest
+/// due time has passed, and that oldest due time.
+pub(crate) fn due_queue(
+    ledger: &[engager_store::LedgerRow],
+    channel: Channel,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (u64, Option<chrono::DateTime<chrono::Utc>>) {
+    let waiting: Vec<_> = ledger
+        .iter()
+        .filter(|r| {
+            r.channel == channel
+                && matches!(r.state, DeliveryState::Planned | DeliveryState::RetryWait)
+        })
+        .collect();
+    let oldest = waiting
+        .iter()
+        .filter_map(|r| r.oldest_due)
+        .filter(|t| *t <= now)
+        .min();
+    let due = if oldest.is_some() {
+        waiting.iter().map(|r| r.count).sum::<u64>()
+    } else {
+        0
+    };
+    (due, oldest)
 }
 
 pub(crate) async fn ready(State(state): State<ServerState>) -> Response {

@@ -59,6 +59,20 @@ pub struct TableRule {
 /// (`schema_migrations`, `counters`, `store_secrets`) are listed as not personal.
 pub const TABLES: &[TableRule] = &[
     TableRule {
+        table: "reply_classifications",
+        link: Link::LeadId,
+        personal: &["reason"],
+        other: &["event_id", "lead_id", "class", "source", "classified_at"],
+        erase: Erase::Blank("reason = ''"),
+    },
+    TableRule {
+        table: "experiment_decisions",
+        link: Link::None,
+        personal: &[],
+        other: &["experiment", "state", "variant", "source", "reason", "decided_at"],
+        erase: Erase::Nothing,
+    },
+    TableRule {
         table: "leads",
         link: Link::LeadRow,
         personal: &[
@@ -80,6 +94,7 @@ pub const TABLES: &[TableRule] = &[
             "id", "enrollment_id", "campaign_id", "lead_id", "step_index", "channel", "state",
             "send_at", "attempts", "fencing_token", "lease_until", "claimed_by", "next_attempt_at",
             "provider_ref", "sent_at", "written_back_at", "created_at", "updated_at", "variant",
+            "account",
         ],
         erase: Erase::Blank(
             "to_address = '', subject = NULL, body_text = '', body_html = NULL, last_error = NULL",
@@ -100,7 +115,11 @@ pub const TABLES: &[TableRule] = &[
         link: Link::LeadId,
         personal: &["detail", "external_id"],
         other: &["id", "lead_id", "delivery_id", "kind", "occurred_at", "source"],
-        erase: Erase::Blank("detail = '{}', external_id = NULL"),
+        // The machine flag of an open or click is not personal and keeps reports right.
+        erase: Erase::Blank(
+            "detail = CASE WHEN detail LIKE '%\"automated\":true%' THEN '{\"automated\":true}' ELSE '{}' END, \
+             external_id = NULL",
+        ),
     },
     TableRule {
         table: "enrollments",
@@ -145,6 +164,13 @@ pub const TABLES: &[TableRule] = &[
         erase: Erase::Delete,
     },
     TableRule {
+        table: "tracked_links",
+        link: Link::LeadId,
+        personal: &["url"],
+        other: &["delivery_id", "link_index", "lead_id", "created_at"],
+        erase: Erase::Delete,
+    },
+    TableRule {
         table: "campaigns",
         link: Link::None,
         personal: &[],
@@ -177,6 +203,32 @@ pub const TABLES: &[TableRule] = &[
         link: Link::None,
         personal: &[],
         other: &["bucket", "tat", "count", "updated_at"],
+        erase: Erase::Nothing,
+    },
+    TableRule {
+        table: "consents",
+        link: Link::LeadId,
+        personal: &["source", "reference", "contact"],
+        other: &["id", "lead_id", "channel", "basis", "obtained_at", "expires_at", "recorded_at"],
+        // The basis, channel and dates stay (what allowed each past send); whom and from
+        // where go. An objection also lives on as the hashed suppression entry.
+        erase: Erase::Blank("source = 'erased', reference = NULL, contact = NULL"),
+    },
+    TableRule {
+        table: "compliance_evidence",
+        link: Link::LeadId,
+        personal: &["checks_json"],
+        other: &[
+            "delivery_id", "lead_id", "checked_at", "provider", "regimes", "consent_id",
+            "footer_postal", "footer_unsubscribe", "one_click_header", "stop_wording",
+        ],
+        erase: Erase::Blank("checks_json = '[]'"),
+    },
+    TableRule {
+        table: "campaign_halts",
+        link: Link::None,
+        personal: &[],
+        other: &["campaign_id", "halted", "reason", "changed_by", "changed_at"],
         erase: Erase::Nothing,
     },
     TableRule {
@@ -303,7 +355,12 @@ pub(crate) const RETENTION: &[(&str, &str, Option<&str>)] = &[
          AND (subject IS NOT NULL OR body_text <> '' OR body_html IS NOT NULL)",
         Some("subject = NULL, body_text = '', body_html = NULL"),
     ),
-    ("events", "occurred_at < {2} AND detail <> '{}'", Some("detail = '{}'")),
+    // An open's or click's machine flag outlives its detail, so old reports keep excluding it.
+    (
+        "events",
+        "occurred_at < {2} AND detail NOT IN ('{}', '{\"automated\":true}')",
+        Some("detail = CASE WHEN detail LIKE '%\"automated\":true%' THEN '{\"automated\":true}' ELSE '{}' END"),
+    ),
     ("traces", "evaluated_at < {2} AND gates_json <> '[]'", Some("gates_json = '[]'")),
     ("sms_inbound", "received_at < {2}", None),
     ("ai_cache", "created_at < {2}", None),

@@ -7,11 +7,15 @@
 //! (`tests/conformance.rs`).
 
 mod common;
+mod compliance_records;
+mod experiment_records;
 pub mod gdpr;
+mod latency;
 pub mod postgres;
 mod records;
 mod report_records;
 mod sms_records;
+mod tracking_records;
 pub mod sqlite;
 
 use std::collections::HashMap;
@@ -21,10 +25,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use engager_domain::{CampaignId, DeliveryId, LeadId, NewLead};
 
+pub use compliance_records::{CampaignHalt, ComplianceTrace, EvidenceRow, SendEvidence};
 pub use gdpr::{AuditEntry, ErasureReport};
+pub use latency::{LatencyHistogram, LatencyKind, LATENCY_BUCKETS_SECONDS};
+pub use experiment_records::*;
 pub use records::*;
 pub use report_records::*;
 pub use sms_records::*;
+pub use tracking_records::*;
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -254,6 +262,26 @@ pub trait Store: Send + Sync {
         &self,
         since: DateTime<Utc>,
     ) -> StoreResult<Vec<(engager_domain::Channel, u64)>>;
+    /// Records the sending account a claimed or sending delivery goes through (mailbox
+    /// rotation); false when the claim (`token`) is no longer current.
+    async fn set_delivery_account(
+        &self,
+        id: DeliveryId,
+        token: i64,
+        account: &str,
+    ) -> StoreResult<bool>;
+    /// The account of the earliest delivery of this enrollment on this channel that went
+    /// through an account (sent, or at least begun), so that its follow-ups stay on it.
+    async fn enrollment_account(
+        &self,
+        enrollment: engager_domain::EnrollmentId,
+        channel: engager_domain::Channel,
+    ) -> StoreResult<Option<String>>;
+    /// Sends per channel and account at or after `since` (per-account daily caps, status).
+    async fn sent_counts_by_account_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<AccountSentCount>>;
     /// Saves a sending account's health (its circuit state), for every process to see.
     async fn save_account_state(&self, state: &AccountState) -> StoreResult<()>;
     /// Every account's saved health.
@@ -389,6 +417,58 @@ pub trait Store: Send + Sync {
     /// halt's reason and time are kept).
     async fn set_sending_halt(&self, halt: &SendingHalt) -> StoreResult<bool>;
 
+    // --- open and click tracking -----------------------------------------------------------
+
+    /// Stores the tracked version of a claimed (or sending) delivery's message, so the ledger
+    /// holds what is actually sent, and its links' destinations (kept when already stored), in
+    /// one transaction; false when the claim (`token`) is no longer current.
+    async fn save_tracked_message(
+        &self,
+        id: DeliveryId,
+        token: i64,
+        message: &TrackedMessage,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// The destination of link `index` of a delivery.
+    async fn tracked_link(&self, id: DeliveryId, index: u32) -> StoreResult<Option<String>>;
+    /// The lead, send time and tracked-link count of these deliveries (unknown ones left out).
+    async fn tracking_targets(
+        &self,
+        ids: &[DeliveryId],
+    ) -> StoreResult<HashMap<DeliveryId, TrackingTarget>>;
+    /// Records opens and clicks in one transaction (plain inserts: they neither stop sequences
+    /// nor suppress anything) and replaces the detail of earlier ones flagged since
+    /// (`(event id, detail)`); the new events' ids, in order.
+    async fn record_tracking_events(
+        &self,
+        events: &[NewEvent],
+        reflag: &[(i64, String)],
+    ) -> StoreResult<Vec<i64>>;
+
+    // --- compliance: consent evidence, per-send evidence, campaign halts -------------------
+
+    /// Records a consent, legitimate-interest, implied-consent, withdrawal or objection
+    /// record (its `id` is ignored); the stored id.
+    async fn record_consent(
+        &self,
+        record: &engager_domain::compliance::ConsentRecord,
+    ) -> StoreResult<i64>;
+    /// The consent records of these leads, oldest first per lead.
+    async fn consents(
+        &self,
+        leads: &[LeadId],
+    ) -> StoreResult<HashMap<LeadId, Vec<engager_domain::compliance::ConsentRecord>>>;
+    /// Stores what was checked for a send (once per delivery; a retry replaces it).
+    async fn record_evidence(&self, evidence: &SendEvidence) -> StoreResult<()>;
+    /// The evidence of sends checked at or after `since`, with their deliveries' state.
+    async fn evidence_since(&self, since: DateTime<Utc>) -> StoreResult<Vec<EvidenceRow>>;
+    /// Decision traces at or after `since` in which a compliance check refused something.
+    async fn compliance_traces(&self, since: DateTime<Utc>) -> StoreResult<Vec<ComplianceTrace>>;
+    /// Campaigns halted for compliance, and resumed ones.
+    async fn campaign_halts(&self) -> StoreResult<Vec<CampaignHalt>>;
+    /// Halts or resumes a campaign; false when it was already in that state.
+    async fn set_campaign_halt(&self, halt: &CampaignHalt) -> StoreResult<bool>;
+
     // --- data-subject rights and the audit log ---------------------------------------------
 
     /// Everything held about one lead, table by table (every table `gdpr::TABLES` marks as
@@ -402,6 +482,12 @@ pub trait Store: Send + Sync {
     async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
     /// The audit log at or after `since`, oldest first.
     async fn audit_log(&self, since: DateTime<Utc>) -> StoreResult<Vec<AuditEntry>>;
+    /// Latency histograms over the ledger's sent deliveries, by channel (`/metrics`): due →
+    /// sent and sent → delivery report. Both backends implement it; the default (empty)
+    /// serves test doubles only.
+    async fn latency_histograms(&self) -> StoreResult<Vec<LatencyHistogram>> {
+        Ok(Vec::new())
+    }
     /// The retention policy: blanks the texts of finished deliveries older than one cutoff,
     /// and event details, traces' gates, SMS received, AI drafts and closed tasks' texts
     /// older than the other (rows and counts stay; suppression entries are never touched).
@@ -427,6 +513,34 @@ pub trait Store: Send + Sync {
 
     /// The cached AI outcomes (JSON) of the keys that have one.
     async fn ai_cached(&self, keys: &[String]) -> StoreResult<HashMap<String, String>>;
+    // --- A/B experiments and reply classification (experiment_records.rs) ---------------------
+
+    /// Per campaign, step and variant: sends and what followed them (the bandit's and the
+    /// automatic promotion's input), in one aggregate query.
+    async fn variant_counts(&self) -> StoreResult<Vec<VariantCountRow>>;
+    /// The variants these leads already got (deliveries that carry one, any state).
+    async fn variant_assignments(&self, leads: &[LeadId]) -> StoreResult<Vec<VariantAssignment>>;
+    /// Every experiment's latest decision (promotion or reset).
+    async fn experiment_decisions(&self) -> StoreResult<Vec<ExperimentDecision>>;
+    /// Records an experiment's decision (replacing the previous one) and appends `audit` to
+    /// the audit log, in one transaction.
+    async fn save_experiment_decision(
+        &self,
+        decision: &ExperimentDecision,
+        audit: &AuditEntry,
+    ) -> StoreResult<()>;
+    /// Classifies a reply event (replacing an earlier class): the event's kind becomes the
+    /// class's (`replied`, `negative_reply`, `auto_replied`) and its effects apply — a class
+    /// that stops sequences stops them, `unsubscribe` also suppresses the address and opts
+    /// the lead out. A reclassification never restarts a stopped sequence. `NotFound` when
+    /// the event does not exist or is not a reply.
+    async fn classify_reply(&self, c: &ReplyClassification) -> StoreResult<ClassifiedReply>;
+    /// Reply events (all leads, or one), newest first, with their classification.
+    async fn replies(&self, lead: Option<LeadId>, limit: usize) -> StoreResult<Vec<ReplyRecord>>;
+    /// The lead imported from `source` with this source reference (e.g. an Airtable record).
+    async fn lead_by_source_ref(&self, source: &str, source_ref: &str)
+        -> StoreResult<Option<LeadId>>;
+
     /// Stores an AI outcome under its key; an existing entry is kept (same key, same inputs).
     async fn save_ai_cache(
         &self,

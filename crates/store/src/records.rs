@@ -327,6 +327,20 @@ pub struct DeliveryRecord {
     pub updated_at: DateTime<Utc>,
     /// When it was planned (the retry budget's age counts from here).
     pub created_at: DateTime<Utc>,
+    /// The sending account it went through (`channel:provider[:identity]`), once its send
+    /// began; `None` before that and for rows older than migration 0010.
+    pub account: Option<String>,
+}
+
+/// Sends of one sending account since an instant (`engager status`, daily caps).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountSentCount {
+    /// Channel.
+    pub channel: engager_domain::Channel,
+    /// The account (`None`: sent before accounts were recorded).
+    pub account: Option<String>,
+    /// Sends.
+    pub sent: u64,
 }
 
 /// What happened when the dispatcher sent.

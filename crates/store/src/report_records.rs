@@ -44,6 +44,9 @@ pub struct DeliveryFact {
     pub replied: bool,
     /// The reply was negative.
     pub negative_reply: bool,
+    /// The lead replied, and every reply was classified neutral (not positive): such a reply
+    /// counts as a reply, not as a positive reply.
+    pub neutral_reply: bool,
     /// Hard bounce.
     pub bounced: bool,
     /// Spam complaint.

@@ -323,6 +323,19 @@ impl FakeAirtable {
             .cloned()
     }
 
+    /// Sets a field of a record, as a person editing the base would (e.g. moving
+    /// `Engagement_Status` to "Meeting Booked"). Returns false when there is no such record.
+    pub fn set_field(&self, id: &str, field: &str, value: Value) -> bool {
+        let mut state = self.shared.lock();
+        match state.records.iter_mut().find(|r| r.id == id) {
+            Some(r) => {
+                r.fields.insert(field.to_owned(), value);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Every request received so far, in arrival order.
     pub fn requests(&self) -> Vec<LoggedRequest> {
         self.shared.lock().log.clone()

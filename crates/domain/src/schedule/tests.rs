@@ -70,6 +70,7 @@ fn step(delay_days: u32, business: u32, bounds: Option<(u32, u32)>) -> Step {
         on_deadline: crate::campaign::OnDeadline::Skip,
         angle: None,
         variants: Vec::new(),
+        experiment: Default::default(),
     }
 }
 

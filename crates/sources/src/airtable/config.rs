@@ -54,6 +54,11 @@ pub struct AirtableConfig {
     /// The names of the table's fields.
     #[serde(default)]
     pub fields: AirtableFieldMapping,
+    /// `Engagement_Status` values that mark a lead as converted, each with the kind of
+    /// conversion recorded, e.g. `{ "Meeting Booked" = "meeting", "Qualified" = "opportunity" }`.
+    /// Applied on every sync; a lead is converted once, however often it is synced.
+    #[serde(default)]
+    pub conversion_statuses: std::collections::BTreeMap<String, String>,
 }
 
 /// The names of the Airtable fields that feed a lead; defaults are the 4Runr base's names.
@@ -156,12 +161,23 @@ impl AirtableConfig {
             compat_mode: false,
             sent_status: default_sent_status(),
             fields: AirtableFieldMapping::default(),
+            conversion_statuses: std::collections::BTreeMap::new(),
         }
     }
 
     /// Checks every value, naming the key of the first bad one.
     pub fn check(&self) -> Result<(), AirtableError> {
         let bad = |key: &'static str, message: String| Err(AirtableError::Config { key, message });
+        for (status, kind) in &self.conversion_statuses {
+            if status.trim().is_empty() || kind.trim().is_empty() {
+                return bad(
+                    "conversion_statuses",
+                    format!(
+                        "{status:?} = {kind:?}: expected a status value and the kind of conversion it means, e.g. \"Meeting Booked\" = \"meeting\""
+                    ),
+                );
+            }
+        }
         let base_ok = self.base_id.len() > 3
             && self.base_id.starts_with("app")
             && self.base_id.chars().all(|c| c.is_ascii_alphanumeric());

@@ -138,6 +138,47 @@ pub struct FetchReport {
     pub rejected: Vec<RejectedRecord>,
     /// Records that failed a compat-mode gate (always empty outside compat mode).
     pub ineligible: Vec<IneligibleRecord>,
+    /// Records whose status is one of `conversion_statuses` (whether or not they became a
+    /// lead in this fetch: a converted lead is often no longer eligible).
+    pub conversions: Vec<StatusConversion>,
+}
+
+/// A record whose `Engagement_Status` marks its lead as converted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusConversion {
+    /// The record id (the lead's `source_ref`).
+    pub record_id: String,
+    /// The status value, as in the base.
+    pub status: String,
+    /// The kind of conversion it means (`meeting`, `opportunity`, …).
+    pub kind: String,
+}
+
+/// The records whose status maps to a conversion (status values compared after trimming,
+/// case-sensitively as Airtable's single-select options are).
+pub fn status_conversions(
+    config: &AirtableConfig,
+    records: &[AirtableRecord],
+) -> Vec<StatusConversion> {
+    if config.conversion_statuses.is_empty() {
+        return Vec::new();
+    }
+    records
+        .iter()
+        .filter_map(|r| {
+            let status = r
+                .fields
+                .get(&config.fields.engagement_status)?
+                .as_str()?
+                .trim();
+            let kind = config.conversion_statuses.get(status)?;
+            Some(StatusConversion {
+                record_id: r.id.clone(),
+                status: status.to_owned(),
+                kind: kind.clone(),
+            })
+        })
+        .collect()
 }
 
 /// Why one record did not become a lead.
@@ -151,6 +192,7 @@ pub(crate) fn map_records(config: &AirtableConfig, records: &[AirtableRecord]) -
     let source = config.source_name();
     let mut report = FetchReport {
         records: records.len(),
+        conversions: status_conversions(config, records),
         ..FetchReport::default()
     };
     for record in records {

@@ -37,9 +37,14 @@ use crate::common::{
 };
 use crate::*;
 
+mod accounts;
+mod compliance;
 mod gdpr;
+mod latency;
+mod experiments;
 mod report;
 mod sms;
+mod tracking;
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (
@@ -74,6 +79,22 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         9,
         include_str!("../../migrations/postgres/0009_variants.sql"),
+    ),
+    (
+        10,
+        include_str!("../../migrations/postgres/0010_delivery_accounts.sql"),
+    ),
+    (
+        11,
+        include_str!("../../migrations/postgres/0011_compliance.sql"),
+    ),
+    (
+        12,
+        include_str!("../../migrations/postgres/0012_tracking.sql"),
+    ),
+    (
+        13,
+        include_str!("../../migrations/postgres/0013_experiments_and_replies.sql"),
     ),
 ];
 
@@ -462,7 +483,7 @@ fn enrollment_row(r: &PgRow) -> StoreResult<EnrollmentRecord> {
 const DELIVERY_COLUMNS: &str = "d.id, d.enrollment_id, d.campaign_id, d.lead_id, d.step_index, \
     d.channel, d.state, d.send_at, d.to_address, d.subject, d.body_text, d.body_html, d.attempts, \
     d.fencing_token, d.lease_until, d.claimed_by, d.next_attempt_at, d.last_error, d.provider_ref, \
-    d.sent_at, d.updated_at, d.created_at";
+    d.sent_at, d.updated_at, d.created_at, d.account";
 
 fn delivery_row(r: &PgRow) -> StoreResult<DeliveryRecord> {
     let channel: String = r.try_get(5)?;
@@ -501,6 +522,7 @@ fn delivery_row(r: &PgRow) -> StoreResult<DeliveryRecord> {
         sent_at: from_ms_opt(r.try_get(19)?),
         updated_at: from_ms(r.try_get(20)?),
         created_at: from_ms(r.try_get(21)?),
+        account: r.try_get(22)?,
     })
 }
 
@@ -1208,6 +1230,7 @@ impl Store for PgStore {
         let events = sqlx::query(
             "SELECT lead_id, kind, occurred_at, delivery_id FROM events WHERE lead_id = ANY($1) \
              AND kind NOT IN ('sent', 'delivered') AND occurred_at >= $2 \
+             AND NOT (kind IN ('opened', 'clicked') AND detail LIKE '%\"automated\":true%') \
              ORDER BY lead_id, occurred_at, id",
         )
         .bind(&ids)
@@ -1225,6 +1248,9 @@ impl Store for PgStore {
                     kind: kind.parse().map_err(|e| corrupt_in("events", "kind", e))?,
                     delivery: delivery.map(DeliveryId),
                 });
+        }
+        for (lead, consents) in self.consents_impl(leads).await? {
+            out.entry(lead).or_default().consents = consents;
         }
         Ok(out)
     }
@@ -1678,12 +1704,15 @@ impl Store for PgStore {
             None => 0,
             Some((key, day_start)) => match stored.get(key) {
                 Some((_, n)) => *n,
-                // The day's first permit: start from what the ledger sent today.
+                // The day's first permit: start from what the ledger sent today through
+                // this account (rows without an account predate 0010).
                 None => sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM deliveries WHERE channel = $1 AND state = 'sent' AND sent_at >= $2",
+                    "SELECT COUNT(*) FROM deliveries WHERE channel = $1 AND state = 'sent' AND sent_at >= $2 \
+                     AND (account = $3 OR account IS NULL)",
                 )
                 .bind(request.channel.as_str())
                 .bind(*day_start)
+                .bind(&request.account)
                 .fetch_one(&mut *tx)
                 .await?,
             },
@@ -1755,6 +1784,30 @@ impl Store for PgStore {
                 ))
             })
             .collect()
+    }
+
+    async fn set_delivery_account(
+        &self,
+        id: DeliveryId,
+        token: i64,
+        account: &str,
+    ) -> StoreResult<bool> {
+        self.set_delivery_account_impl(id, token, account).await
+    }
+
+    async fn enrollment_account(
+        &self,
+        enrollment: EnrollmentId,
+        channel: engager_domain::Channel,
+    ) -> StoreResult<Option<String>> {
+        self.enrollment_account_impl(enrollment, channel).await
+    }
+
+    async fn sent_counts_by_account_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<AccountSentCount>> {
+        self.sent_counts_by_account_since_impl(since).await
     }
 
     async fn save_account_state(&self, state: &AccountState) -> StoreResult<()> {
@@ -2315,6 +2368,42 @@ impl Store for PgStore {
         self.sms_inbound_log_impl(from).await
     }
 
+    async fn variant_counts(&self) -> StoreResult<Vec<VariantCountRow>> {
+        self.variant_counts_impl().await
+    }
+
+    async fn variant_assignments(&self, leads: &[LeadId]) -> StoreResult<Vec<VariantAssignment>> {
+        self.variant_assignments_impl(leads).await
+    }
+
+    async fn experiment_decisions(&self) -> StoreResult<Vec<ExperimentDecision>> {
+        self.experiment_decisions_impl().await
+    }
+
+    async fn save_experiment_decision(
+        &self,
+        decision: &ExperimentDecision,
+        audit: &AuditEntry,
+    ) -> StoreResult<()> {
+        self.save_experiment_decision_impl(decision, audit).await
+    }
+
+    async fn classify_reply(&self, c: &ReplyClassification) -> StoreResult<ClassifiedReply> {
+        self.classify_reply_impl(c).await
+    }
+
+    async fn replies(&self, lead: Option<LeadId>, limit: usize) -> StoreResult<Vec<ReplyRecord>> {
+        self.replies_impl(lead, limit).await
+    }
+
+    async fn lead_by_source_ref(
+        &self,
+        source: &str,
+        source_ref: &str,
+    ) -> StoreResult<Option<LeadId>> {
+        self.lead_by_source_ref_impl(source, source_ref).await
+    }
+
     async fn report_facts(&self, query: &ReportQuery) -> StoreResult<ReportFacts> {
         self.report_facts_impl(query).await
     }
@@ -2329,6 +2418,10 @@ impl Store for PgStore {
 
     async fn sending_halts(&self) -> StoreResult<Vec<SendingHalt>> {
         self.sending_halts_impl().await
+    }
+
+    async fn latency_histograms(&self) -> StoreResult<Vec<LatencyHistogram>> {
+        self.latency_histograms_impl().await
     }
 
     async fn suppression_list(&self) -> StoreResult<Vec<SuppressionRecord>> {
@@ -2360,6 +2453,40 @@ impl Store for PgStore {
         self.erase_subject_impl(lead, audit).await
     }
 
+    async fn record_consent(
+        &self,
+        record: &engager_domain::compliance::ConsentRecord,
+    ) -> StoreResult<i64> {
+        self.record_consent_impl(record).await
+    }
+
+    async fn consents(
+        &self,
+        leads: &[LeadId],
+    ) -> StoreResult<HashMap<LeadId, Vec<engager_domain::compliance::ConsentRecord>>> {
+        self.consents_impl(leads).await
+    }
+
+    async fn record_evidence(&self, evidence: &SendEvidence) -> StoreResult<()> {
+        self.record_evidence_impl(evidence).await
+    }
+
+    async fn evidence_since(&self, since: DateTime<Utc>) -> StoreResult<Vec<EvidenceRow>> {
+        self.evidence_since_impl(since).await
+    }
+
+    async fn compliance_traces(&self, since: DateTime<Utc>) -> StoreResult<Vec<ComplianceTrace>> {
+        self.compliance_traces_impl(since).await
+    }
+
+    async fn campaign_halts(&self) -> StoreResult<Vec<CampaignHalt>> {
+        self.campaign_halts_impl().await
+    }
+
+    async fn set_campaign_halt(&self, halt: &CampaignHalt) -> StoreResult<bool> {
+        self.set_campaign_halt_impl(halt).await
+    }
+
     async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
         self.append_audit_impl(entry).await
     }
@@ -2378,6 +2505,36 @@ impl Store for PgStore {
 
     async fn set_sending_halt(&self, halt: &SendingHalt) -> StoreResult<bool> {
         self.set_sending_halt_impl(halt).await
+    }
+
+    async fn save_tracked_message(
+        &self,
+        id: DeliveryId,
+        token: i64,
+        message: &TrackedMessage,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.save_tracked_message_impl(id, token, message, now)
+            .await
+    }
+
+    async fn tracked_link(&self, id: DeliveryId, index: u32) -> StoreResult<Option<String>> {
+        self.tracked_link_impl(id, index).await
+    }
+
+    async fn tracking_targets(
+        &self,
+        ids: &[DeliveryId],
+    ) -> StoreResult<HashMap<DeliveryId, TrackingTarget>> {
+        self.tracking_targets_impl(ids).await
+    }
+
+    async fn record_tracking_events(
+        &self,
+        events: &[NewEvent],
+        reflag: &[(i64, String)],
+    ) -> StoreResult<Vec<i64>> {
+        self.record_tracking_events_impl(events, reflag).await
     }
 
     async fn step_summary(&self) -> StoreResult<Vec<SummaryRow>> {

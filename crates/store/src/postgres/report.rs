@@ -19,13 +19,15 @@ SELECT d.id, d.lead_id, c.slug, d.step_index, d.channel, COALESCE(l.country, '')
        COALESCE(bool_or(e.kind = 'negative_reply'), false),
        COALESCE(bool_or(e.kind = 'hard_bounce'), false),
        COALESCE(bool_or(e.kind = 'complained'), false),
-       COALESCE(bool_or(e.kind = 'unsubscribed'), false),
+       COALESCE(bool_or(e.kind = 'unsubscribed' OR rc.class = 'unsubscribe'), false),
        MIN(CASE WHEN e.kind IN ('replied', 'negative_reply') THEN e.occurred_at END),
-       d.variant
+       d.variant,
+       COALESCE(bool_or(e.kind = 'replied'), false) AND NOT COALESCE(bool_or(e.kind = 'replied' AND COALESCE(rc.class, 'positive') = 'positive'), false)
   FROM deliveries d
   JOIN campaigns c ON c.id = d.campaign_id
   JOIN leads l ON l.id = d.lead_id
   LEFT JOIN events e ON e.delivery_id = d.id
+  LEFT JOIN reply_classifications rc ON rc.event_id = e.id
  WHERE d.state = 'sent' AND d.sent_at >= $1 AND d.sent_at < $2 AND ($3::text IS NULL OR c.slug = $3)
  GROUP BY d.id, c.slug, l.country, l.industry
  ORDER BY d.sent_at, d.id";
@@ -71,6 +73,7 @@ impl PgStore {
                 unsubscribed: r.try_get(15)?,
                 first_reply_at: r.try_get::<Option<i64>, _>(16)?.map(from_ms),
                 variant: r.try_get(17)?,
+                neutral_reply: r.try_get(18)?,
             });
         }
         let conversions = sqlx::query(CONVERSIONS)
@@ -283,7 +286,8 @@ impl PgStore {
     ) -> StoreResult<Vec<ChannelEvidenceRow>> {
         let rows = sqlx::query(
             "SELECT COALESCE(l.industry, ''), COALESCE(l.country, ''), d.channel, COUNT(*), \
-                    COUNT(*) FILTER (WHERE EXISTS (SELECT 1 FROM events e WHERE e.delivery_id = d.id AND e.kind = 'replied') \
+                    COUNT(*) FILTER (WHERE EXISTS (SELECT 1 FROM events e LEFT JOIN reply_classifications rc ON rc.event_id = e.id \
+                                          WHERE e.delivery_id = d.id AND e.kind = 'replied' AND COALESCE(rc.class, 'positive') = 'positive') \
                          AND NOT EXISTS (SELECT 1 FROM events e WHERE e.delivery_id = d.id AND e.kind = 'negative_reply')) \
                FROM deliveries d JOIN leads l ON l.id = d.lead_id \
               WHERE d.state = 'sent' AND d.sent_at >= $1 \

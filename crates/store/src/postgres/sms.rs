@@ -170,6 +170,32 @@ impl PgStore {
             .collect::<Result<_, _>>()?;
         outcome.leads = leads.iter().map(|(id, _)| LeadId(*id)).collect();
         let phone = SuppressionKey::Phone(inbound.from.clone());
+        // STOP withdraws and START gives consent for texts to this number (TCPA/CTIA).
+        let basis = match inbound.action {
+            SmsAction::OptOut => Some("withdrawn"),
+            SmsAction::OptIn => Some("consent"),
+            _ => None,
+        };
+        if let Some(basis) = basis {
+            let source = format!(
+                "text {:?} from the number (Twilio {})",
+                inbound.body.trim(),
+                inbound.message_sid
+            );
+            for (lead, _) in &leads {
+                sqlx::query(
+                    "INSERT INTO consents (lead_id, channel, basis, source, reference, contact, obtained_at, expires_at, recorded_at) \
+                     VALUES ($1, 'sms', $2, $3, NULL, $4, $5, NULL, $5)",
+                )
+                .bind(lead)
+                .bind(basis)
+                .bind(&source)
+                .bind(&inbound.from)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
         let kind = match inbound.action {
             SmsAction::OptOut => {
                 outcome.suppressed =

@@ -20,9 +20,14 @@ use crate::common::{
 };
 use crate::*;
 
+mod accounts;
 mod gdpr;
+mod compliance;
+mod latency;
+mod experiments;
 mod report;
 mod sms;
+mod tracking;
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_initial.sql")),
@@ -49,6 +54,16 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (8, include_str!("../../migrations/sqlite/0008_gdpr.sql")),
     (9, include_str!("../../migrations/sqlite/0009_variants.sql")),
+    (
+        10,
+        include_str!("../../migrations/sqlite/0010_delivery_accounts.sql"),
+    ),
+    (11, include_str!("../../migrations/sqlite/0011_compliance.sql")),
+    (12, include_str!("../../migrations/sqlite/0012_tracking.sql")),
+    (
+        13,
+        include_str!("../../migrations/sqlite/0013_experiments_and_replies.sql"),
+    ),
 ];
 
 /// A store on a SQLite file.
@@ -440,7 +455,7 @@ fn finish_enrollment((mut e, state): (EnrollmentRecord, String)) -> StoreResult<
 const DELIVERY_COLUMNS: &str =
     "id, enrollment_id, campaign_id, lead_id, step_index, channel, state, \
     send_at, to_address, subject, body_text, body_html, attempts, fencing_token, lease_until, \
-    claimed_by, next_attempt_at, last_error, provider_ref, sent_at, updated_at, created_at";
+    claimed_by, next_attempt_at, last_error, provider_ref, sent_at, updated_at, created_at, account";
 
 struct RawDelivery {
     record: DeliveryRecord,
@@ -473,6 +488,7 @@ fn delivery_row(r: &Row<'_>) -> rusqlite::Result<RawDelivery> {
             sent_at: from_ms_opt(r.get(19)?),
             updated_at: from_ms(r.get(20)?),
             created_at: from_ms(r.get(21)?),
+            account: r.get(22)?,
         },
         channel: r.get(5)?,
         state: r.get(6)?,
@@ -998,6 +1014,7 @@ impl Store for SqliteStore {
                 let sql = format!(
                     "SELECT lead_id, kind, occurred_at, delivery_id FROM events WHERE lead_id IN ({}) \
                      AND kind NOT IN ('sent', 'delivered') AND occurred_at >= ? \
+                     AND NOT (kind IN ('opened', 'clicked') AND detail LIKE '%\"automated\":true%') \
                      ORDER BY lead_id, occurred_at, id",
                     placeholders(chunk.len())
                 );
@@ -1021,6 +1038,9 @@ impl Store for SqliteStore {
                             delivery: delivery.map(DeliveryId),
                         });
                 }
+            }
+            for (lead, consents) in compliance::consents(c, &leads)? {
+                out.entry(lead).or_default().consents = consents;
             }
             Ok(out)
         })
@@ -1445,10 +1465,12 @@ impl Store for SqliteStore {
                     None => 0,
                     Some((key, day_start)) => match read(key)? {
                         Some((_, n)) => n,
-                        // The day's first permit: start from what the ledger sent today.
+                        // The day's first permit: start from what the ledger sent today
+                        // through this account (rows without an account predate 0010).
                         None => tx.query_row(
-                            "SELECT COUNT(*) FROM deliveries WHERE channel = ?1 AND state = 'sent' AND sent_at >= ?2",
-                            params![request.channel.as_str(), day_start],
+                            "SELECT COUNT(*) FROM deliveries WHERE channel = ?1 AND state = 'sent' AND sent_at >= ?2 \
+                             AND (account = ?3 OR account IS NULL)",
+                            params![request.channel.as_str(), day_start, request.account],
                             |r| r.get(0),
                         )?,
                     },
@@ -1507,6 +1529,35 @@ impl Store for SqliteStore {
                 .collect()
         })
         .await
+    }
+
+    async fn set_delivery_account(
+        &self,
+        id: DeliveryId,
+        token: i64,
+        account: &str,
+    ) -> StoreResult<bool> {
+        let account = account.to_owned();
+        self.run(move |c| accounts::set_delivery_account(c, id, token, &account))
+            .await
+    }
+
+    async fn enrollment_account(
+        &self,
+        enrollment: EnrollmentId,
+        channel: Channel,
+    ) -> StoreResult<Option<String>> {
+        self.run(move |c| accounts::enrollment_account(c, enrollment, channel))
+            .await
+    }
+
+    async fn sent_counts_by_account_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<AccountSentCount>> {
+        let since = ms(since);
+        self.run(move |c| accounts::sent_counts_by_account_since(c, since))
+            .await
     }
 
     async fn save_account_state(&self, state: &AccountState) -> StoreResult<()> {
@@ -2071,6 +2122,49 @@ impl Store for SqliteStore {
         self.run(move |c| sms::sms_inbound_log(c, &from)).await
     }
 
+    async fn variant_counts(&self) -> StoreResult<Vec<VariantCountRow>> {
+        self.run(experiments::variant_counts).await
+    }
+
+    async fn variant_assignments(&self, leads: &[LeadId]) -> StoreResult<Vec<VariantAssignment>> {
+        let leads = leads.to_vec();
+        self.run(move |c| experiments::variant_assignments(c, &leads))
+            .await
+    }
+
+    async fn experiment_decisions(&self) -> StoreResult<Vec<ExperimentDecision>> {
+        self.run(experiments::experiment_decisions).await
+    }
+
+    async fn save_experiment_decision(
+        &self,
+        decision: &ExperimentDecision,
+        audit: &AuditEntry,
+    ) -> StoreResult<()> {
+        let (decision, audit) = (decision.clone(), audit.clone());
+        self.run(move |c| experiments::save_experiment_decision(c, &decision, &audit))
+            .await
+    }
+
+    async fn classify_reply(&self, c: &ReplyClassification) -> StoreResult<ClassifiedReply> {
+        let r = c.clone();
+        self.run(move |c| experiments::classify_reply(c, &r)).await
+    }
+
+    async fn replies(&self, lead: Option<LeadId>, limit: usize) -> StoreResult<Vec<ReplyRecord>> {
+        self.run(move |c| experiments::replies(c, lead, limit)).await
+    }
+
+    async fn lead_by_source_ref(
+        &self,
+        source: &str,
+        source_ref: &str,
+    ) -> StoreResult<Option<LeadId>> {
+        let (source, source_ref) = (source.to_owned(), source_ref.to_owned());
+        self.run(move |c| experiments::lead_by_source_ref(c, &source, &source_ref))
+            .await
+    }
+
     async fn report_facts(&self, query: &ReportQuery) -> StoreResult<ReportFacts> {
         let query = query.clone();
         self.run(move |c| report::report_facts(c, &query)).await
@@ -2088,6 +2182,10 @@ impl Store for SqliteStore {
 
     async fn sending_halts(&self) -> StoreResult<Vec<SendingHalt>> {
         self.run(report::sending_halts).await
+    }
+
+    async fn latency_histograms(&self) -> StoreResult<Vec<LatencyHistogram>> {
+        self.run(latency::latency_histograms).await
     }
 
     async fn suppression_list(&self) -> StoreResult<Vec<SuppressionRecord>> {
@@ -2125,6 +2223,47 @@ impl Store for SqliteStore {
         self.run(move |c| gdpr::erase(c, lead, &audit)).await
     }
 
+    async fn record_consent(
+        &self,
+        record: &engager_domain::compliance::ConsentRecord,
+    ) -> StoreResult<i64> {
+        let record = record.clone();
+        let now = ms(Utc::now());
+        self.run(move |c| compliance::record_consent(c, &record, now)).await
+    }
+
+    async fn consents(
+        &self,
+        leads: &[LeadId],
+    ) -> StoreResult<HashMap<LeadId, Vec<engager_domain::compliance::ConsentRecord>>> {
+        let leads = leads.to_vec();
+        self.run(move |c| compliance::consents(c, &leads)).await
+    }
+
+    async fn record_evidence(&self, evidence: &SendEvidence) -> StoreResult<()> {
+        let evidence = evidence.clone();
+        self.run(move |c| compliance::record_evidence(c, &evidence)).await
+    }
+
+    async fn evidence_since(&self, since: DateTime<Utc>) -> StoreResult<Vec<EvidenceRow>> {
+        let since = ms(since);
+        self.run(move |c| compliance::evidence_since(c, since)).await
+    }
+
+    async fn compliance_traces(&self, since: DateTime<Utc>) -> StoreResult<Vec<ComplianceTrace>> {
+        let since = ms(since);
+        self.run(move |c| compliance::compliance_traces(c, since)).await
+    }
+
+    async fn campaign_halts(&self) -> StoreResult<Vec<CampaignHalt>> {
+        self.run(compliance::campaign_halts).await
+    }
+
+    async fn set_campaign_halt(&self, halt: &CampaignHalt) -> StoreResult<bool> {
+        let halt = halt.clone();
+        self.run(move |c| compliance::set_campaign_halt(c, &halt)).await
+    }
+
     async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
         let entry = entry.clone();
         self.run(move |c| gdpr::insert_audit(c, &entry)).await
@@ -2148,6 +2287,40 @@ impl Store for SqliteStore {
     async fn set_sending_halt(&self, halt: &SendingHalt) -> StoreResult<bool> {
         let halt = halt.clone();
         self.run(move |c| report::set_sending_halt(c, &halt)).await
+    }
+
+    async fn save_tracked_message(
+        &self,
+        id: DeliveryId,
+        token: i64,
+        message: &TrackedMessage,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let message = message.clone();
+        self.run(move |c| tracking::save_tracked_message(c, id, token, &message, now))
+            .await
+    }
+
+    async fn tracked_link(&self, id: DeliveryId, index: u32) -> StoreResult<Option<String>> {
+        self.run(move |c| tracking::tracked_link(c, id, index)).await
+    }
+
+    async fn tracking_targets(
+        &self,
+        ids: &[DeliveryId],
+    ) -> StoreResult<HashMap<DeliveryId, TrackingTarget>> {
+        let ids = ids.to_vec();
+        self.run(move |c| tracking::tracking_targets(c, &ids)).await
+    }
+
+    async fn record_tracking_events(
+        &self,
+        events: &[NewEvent],
+        reflag: &[(i64, String)],
+    ) -> StoreResult<Vec<i64>> {
+        let (events, reflag) = (events.to_vec(), reflag.to_vec());
+        self.run(move |c| tracking::record_tracking_events(c, &events, &reflag))
+            .await
     }
 
     async fn step_summary(&self) -> StoreResult<Vec<SummaryRow>> {

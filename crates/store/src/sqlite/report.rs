@@ -16,13 +16,15 @@ SELECT d.id, d.lead_id, c.slug, d.step_index, d.channel, COALESCE(l.country, '')
        COALESCE(MAX(e.kind = 'negative_reply'), 0),
        COALESCE(MAX(e.kind = 'hard_bounce'), 0),
        COALESCE(MAX(e.kind = 'complained'), 0),
-       COALESCE(MAX(e.kind = 'unsubscribed'), 0),
+       COALESCE(MAX(e.kind = 'unsubscribed' OR rc.class = 'unsubscribe'), 0),
        MIN(CASE WHEN e.kind IN ('replied', 'negative_reply') THEN e.occurred_at END),
-       d.variant
+       d.variant,
+       COALESCE(MAX(e.kind = 'replied'), 0) AND NOT COALESCE(MAX(e.kind = 'replied' AND COALESCE(rc.class, 'positive') = 'positive'), 0)
   FROM deliveries d
   JOIN campaigns c ON c.id = d.campaign_id
   JOIN leads l ON l.id = d.lead_id
   LEFT JOIN events e ON e.delivery_id = d.id
+  LEFT JOIN reply_classifications rc ON rc.event_id = e.id
  WHERE d.state = 'sent' AND d.sent_at >= ?1 AND d.sent_at < ?2 AND (?3 IS NULL OR c.slug = ?3)
  GROUP BY d.id
  ORDER BY d.sent_at, d.id";
@@ -64,6 +66,7 @@ pub(super) fn report_facts(c: &mut Connection, query: &ReportQuery) -> StoreResu
             unsubscribed: flag(15)?,
             first_reply_at: r.get::<_, Option<i64>>(16)?.map(from_ms),
             variant: r.get(17)?,
+            neutral_reply: flag(18)?,
         });
     }
     drop(rows);
@@ -244,7 +247,8 @@ pub(super) fn channel_evidence(
 ) -> StoreResult<Vec<ChannelEvidenceRow>> {
     let mut stmt = c.prepare_cached(
         "SELECT COALESCE(l.industry, ''), COALESCE(l.country, ''), d.channel, COUNT(*), \
-                COALESCE(SUM(EXISTS (SELECT 1 FROM events e WHERE e.delivery_id = d.id AND e.kind = 'replied') \
+                COALESCE(SUM(EXISTS (SELECT 1 FROM events e LEFT JOIN reply_classifications rc ON rc.event_id = e.id \
+                                      WHERE e.delivery_id = d.id AND e.kind = 'replied' AND COALESCE(rc.class, 'positive') = 'positive') \
                      AND NOT EXISTS (SELECT 1 FROM events e WHERE e.delivery_id = d.id AND e.kind = 'negative_reply')), 0) \
            FROM deliveries d JOIN leads l ON l.id = d.lead_id \
           WHERE d.state = 'sent' AND d.sent_at >= ?1 \

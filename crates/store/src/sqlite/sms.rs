@@ -138,6 +138,23 @@ pub(super) fn apply_sms_inbound(
     };
     outcome.leads = leads.iter().map(|(id, _)| LeadId(*id)).collect();
     let phone = SuppressionKey::Phone(inbound.from.clone());
+    // STOP withdraws and START gives consent for texts to this number: the consent records
+    // the compliance gate reads (TCPA/CTIA), with the message as their source.
+    let basis = match inbound.action {
+        SmsAction::OptOut => Some("withdrawn"),
+        SmsAction::OptIn => Some("consent"),
+        _ => None,
+    };
+    if let Some(basis) = basis {
+        let source = format!("text {:?} from the number (Twilio {})", inbound.body.trim(), inbound.message_sid);
+        for (lead, _) in &leads {
+            tx.execute(
+                "INSERT INTO consents (lead_id, channel, basis, source, reference, contact, obtained_at, expires_at, recorded_at) \
+                 VALUES (?1, 'sms', ?2, ?3, NULL, ?4, ?5, NULL, ?5)",
+                params![lead, basis, source, inbound.from, now],
+            )?;
+        }
+    }
     let kind = match inbound.action {
         SmsAction::OptOut => {
             outcome.suppressed = suppress(&tx, &phone, "unsubscribed", &inbound.source, now)?;
