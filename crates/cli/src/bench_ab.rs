@@ -1,7 +1,8 @@
 //! `engager bench ab`: planner throughput when a step runs an A/B experiment — fixed weights,
 //! and a bandit with automatic promotion (figures and decisions read once per pass, the
 //! variants a page's leads already got once per page) — against the same campaign without an
-//! experiment, measured in the same run on fresh SQLite stores with the same leads and history.
+//! experiment, measured in the same run on fresh SQLite stores with the same leads and history
+//! (interleaved dry passes: every read and evaluation, no writes; the median is kept).
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -24,6 +25,9 @@ pub struct AbBenchArgs {
     /// bandit reads), the other half is the measured pass.
     #[arg(long, default_value_t = 10_000)]
     pub leads: usize,
+    /// Interleaved rounds of the measured (dry) pass per configuration; the median is kept.
+    #[arg(long, default_value_t = 7)]
+    pub rounds: usize,
 }
 
 fn campaign(experiment: &str) -> String {
@@ -136,17 +140,29 @@ struct Measured {
     history: usize,
     evaluated: usize,
     planned: usize,
-    seconds: f64,
-    /// One `variant_counts` query, and one `variant_assignments` of 500 leads, timed alone
-    /// after the pass.
+    /// Seconds of each measured pass, in round order.
+    passes: Vec<f64>,
+    /// One `variant_counts` query, and one `variant_assignments` of 500 leads, timed alone.
     counts_query: f64,
     assignments_query: f64,
 }
 
-async fn measure(name: &'static str, experiment: &str, leads: usize) -> Result<Measured> {
-    let dir = tempfile::tempdir()?;
-    let store =
-        engager_store::open(&format!("sqlite:{}", dir.path().join("ab.db").display())).await?;
+impl Measured {
+    fn median(&self) -> f64 {
+        let mut p = self.passes.clone();
+        p.sort_by(f64::total_cmp);
+        p[p.len() / 2]
+    }
+}
+
+/// A store with the campaign, a first half of the leads planned, sent and answered, and the
+/// second half enrolled and due.
+async fn prepare(
+    experiment: &str,
+    leads: usize,
+    dir: &std::path::Path,
+) -> Result<(std::sync::Arc<dyn Store>, Catalog, usize, DateTime<Utc>)> {
+    let store = engager_store::open(&format!("sqlite:{}", dir.join("ab.db").display())).await?;
     let config = crate::bench::bench_config()?;
     let t0 = DateTime::parse_from_rfc3339("2026-03-03T15:00:00Z")?.with_timezone(&Utc);
     let id = store
@@ -161,44 +177,66 @@ async fn measure(name: &'static str, experiment: &str, leads: usize) -> Result<M
     let history = send_and_answer(store.as_ref(), t0).await?;
     let later = t0 + Duration::days(8);
     enroll(store.as_ref(), id, half, leads - half, later).await?;
-    let started = Instant::now();
-    let report = Planner::new(store.as_ref(), &catalog, &config)
-        .plan_due(later, None, false)
-        .await?;
-    let seconds = started.elapsed().as_secs_f64();
-    let q = Instant::now();
-    store.variant_counts().await?;
-    let counts_query = q.elapsed().as_secs_f64();
-    let page: Vec<LeadId> = (1..=500).map(|i| LeadId(i as i64)).collect();
-    let q = Instant::now();
-    store.variant_assignments(&page).await?;
-    let assignments_query = q.elapsed().as_secs_f64();
-    Ok(Measured {
-        name,
-        history,
-        evaluated: report.evaluated,
-        planned: report.planned,
-        seconds,
-        counts_query,
-        assignments_query,
-    })
+    Ok((store, catalog, history, later))
 }
 
 pub async fn run(args: AbBenchArgs, json: bool) -> Result<ExitCode> {
     let leads = args.leads.max(2);
-    let mut results = Vec::new();
-    for (name, experiment) in [
+    let rounds = args.rounds.max(1);
+    let config = crate::bench::bench_config()?;
+    let configurations = [
         ("no experiment (baseline)", String::new()),
         ("fixed weights 1:1", VARIANTS.to_owned()),
         (
             "bandit + auto-promote",
             format!("{VARIANTS}[steps.experiment]\nmode = \"bandit\"\nauto_promote = true\nmin_sample = 1000000\n"),
         ),
-    ] {
-        eprintln!("Measuring {name} ({leads} leads)…");
-        results.push(measure(name, &experiment, leads).await?);
+    ];
+    let mut prepared = Vec::new();
+    let mut dirs = Vec::new();
+    for (name, experiment) in &configurations {
+        eprintln!("Preparing {name} ({leads} leads)…");
+        let dir = tempfile::tempdir()?;
+        let (store, catalog, history, at) = prepare(experiment, leads, dir.path()).await?;
+        dirs.push(dir);
+        prepared.push((*name, store, catalog, history, at));
     }
-    let base = results[0].evaluated as f64 / results[0].seconds;
+    let mut results: Vec<Measured> = prepared
+        .iter()
+        .map(|(name, _, _, history, _)| Measured {
+            name,
+            history: *history,
+            evaluated: 0,
+            planned: 0,
+            passes: Vec::new(),
+            counts_query: 0.0,
+            assignments_query: 0.0,
+        })
+        .collect();
+    // Interleaved rounds of the same dry pass (every read and evaluation, no writes, so each
+    // round sees the same state), so that machine noise hits every configuration alike.
+    for round in 0..rounds {
+        eprintln!("Round {}/{rounds}…", round + 1);
+        for (i, (_, store, catalog, _, at)) in prepared.iter().enumerate() {
+            let started = Instant::now();
+            let report = Planner::new(store.as_ref(), catalog, &config)
+                .plan_due(*at, None, true)
+                .await?;
+            results[i].passes.push(started.elapsed().as_secs_f64());
+            results[i].evaluated = report.evaluated;
+            results[i].planned = report.planned;
+        }
+    }
+    for (i, (_, store, _, _, _)) in prepared.iter().enumerate() {
+        let q = Instant::now();
+        store.variant_counts().await?;
+        results[i].counts_query = q.elapsed().as_secs_f64();
+        let page: Vec<LeadId> = (1..=500).map(LeadId).collect();
+        let q = Instant::now();
+        store.variant_assignments(&page).await?;
+        results[i].assignments_query = q.elapsed().as_secs_f64();
+    }
+    let base = results[0].evaluated as f64 / results[0].median();
     if json {
         print_json(&json!(results
             .iter()
@@ -207,29 +245,33 @@ pub async fn run(args: AbBenchArgs, json: bool) -> Result<ExitCode> {
                 "history_sends": m.history,
                 "evaluated": m.evaluated,
                 "planned": m.planned,
-                "seconds": m.seconds,
-                "leads_per_second": m.evaluated as f64 / m.seconds,
-                "ratio_to_baseline": m.evaluated as f64 / m.seconds / base,
+                "pass_seconds": m.passes,
+                "median_leads_per_second": m.evaluated as f64 / m.median(),
+                "ratio_to_baseline": m.evaluated as f64 / m.median() / base,
                 "variant_counts_query_seconds": m.counts_query,
                 "variant_assignments_500_leads_seconds": m.assignments_query,
             }))
             .collect::<Vec<_>>()));
     } else {
         let mut t = table(&[
-            "Configuration",
+            "Configuration (dry pass)",
             "History sends",
             "Evaluated / planned",
-            "Leads/s",
+            "Median leads/s",
             "÷ baseline",
             "variant_counts / assignments of 500 (alone)",
         ]);
         for m in &results {
-            let rate = m.evaluated as f64 / m.seconds;
+            let rate = m.evaluated as f64 / m.median();
             t.add_row(vec![
                 m.name.to_owned(),
                 m.history.to_string(),
                 format!("{} / {}", m.evaluated, m.planned),
-                format!("{rate:.0} ({:.2} s)", m.seconds),
+                format!(
+                    "{rate:.0} (median of {} passes, {:.3} s)",
+                    m.passes.len(),
+                    m.median()
+                ),
                 format!("{:.2}", rate / base),
                 format!(
                     "{:.1} ms / {:.1} ms",

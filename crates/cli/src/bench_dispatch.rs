@@ -88,6 +88,15 @@ async fn measure(rows: usize, mode: Mode, n: usize, dir: &std::path::Path) -> Re
     Planner::new(store.as_ref(), &catalog, &config)
         .plan_due(now, None, false)
         .await?;
+    // What the planner let through (the compliance gate skips some synthetic leads).
+    let rows: usize = store
+        .ledger_overview()
+        .await?
+        .iter()
+        .filter(|r| r.state == engager_domain::DeliveryState::Planned)
+        .map(|r| r.count as usize)
+        .sum();
+    anyhow::ensure!(rows > 0, "the planner planned nothing to dispatch");
     let provider = Arc::new(Instant0(AtomicU64::new(0)));
     let channels = if mode == Mode::Rotated {
         let accounts: Vec<Arc<dyn ChannelSender>> = ["maya@acme.example", "sam@acme.example"]

@@ -699,11 +699,9 @@ async fn run(app: App, config: Option<&Path>, args: RunArgs, json: bool) -> Resu
         .with_alerts(&alerter)
         .with_halted_channels(halted);
     let sent = dispatcher.dispatch_due(now, args.limit).await?;
-    let written_back = if sent.sent.is_empty() {
-        0
-    } else {
-        write_back_after_send(&app).await
-    };
+    // Sends and opt-outs (which may come from the inbox, the server or a person) go back to
+    // Airtable after every pass; nothing pending costs no request.
+    let written_back = write_back_after_send(&app).await;
     if json {
         print_json(&json!({
             "planned": plan.planned, "deferred": plan.deferred, "skipped": plan.skipped, "stopped": plan.stopped,
@@ -1534,6 +1532,20 @@ pub async fn push_to_airtable(
         total += client.write_back(&updates).await?;
         let ids: Vec<_> = pending.iter().map(|p| p.delivery_id).collect();
         store.mark_written_back(&ids, SystemClock.now()).await?;
+    }
+    // Opt-outs on any channel (and objections) reach the base too.
+    loop {
+        let pending = store.pending_opt_out_writebacks("airtable:", 100).await?;
+        if pending.is_empty() {
+            break;
+        }
+        let updates: Vec<_> = pending
+            .iter()
+            .map(|(_, record)| client.opt_out_writeback(record.clone()))
+            .collect();
+        total += client.write_back(&updates).await?;
+        let ids: Vec<_> = pending.iter().map(|(lead, _)| *lead).collect();
+        store.mark_opt_outs_written_back(&ids, SystemClock.now()).await?;
     }
     Ok(total)
 }

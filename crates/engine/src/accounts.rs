@@ -197,7 +197,7 @@ pub async fn choose(
                         reasons = vec![format!("{reason} (the account of this sequence)")];
                         break;
                     }
-                    if earliest.map_or(true, |(e, _)| until < e) {
+                    if earliest.is_none_or(|(e, _)| until < e) {
                         earliest = Some((until, circuit_open));
                     }
                     reasons.push(reason);

@@ -210,23 +210,47 @@ pub fn sets_one_click_header(provider: &str) -> bool {
     !provider.starts_with("graph")
 }
 
+/// What the evidence of a send looks at in the message.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageFacts<'a> {
+    /// The delivery.
+    pub delivery_id: engager_domain::DeliveryId,
+    /// Its lead.
+    pub lead_id: LeadId,
+    /// Its channel.
+    pub channel: Channel,
+    /// The text as sent.
+    pub body_text: &'a str,
+    /// The HTML part, if any.
+    pub body_html: Option<&'a str>,
+}
+
+impl<'a> From<&'a DeliveryRecord> for MessageFacts<'a> {
+    fn from(d: &'a DeliveryRecord) -> Self {
+        Self {
+            delivery_id: d.id,
+            lead_id: d.lead_id,
+            channel: d.channel,
+            body_text: &d.body_text,
+            body_html: d.body_html.as_deref(),
+        }
+    }
+}
+
 /// The evidence record of one send: what was checked and what the message carries.
 pub fn evidence(
-    d: &DeliveryRecord,
+    d: MessageFacts<'_>,
     provider: &str,
     verdict: &Verdict,
     config: &EngineConfig,
     unsubscribe_url: &str,
     now: DateTime<Utc>,
 ) -> SendEvidence {
-    let body = &d.body_text;
-    let html_ok = d
-        .body_html
-        .as_deref()
-        .is_none_or(|h| h.contains(unsubscribe_url));
+    let body = d.body_text;
+    let html_ok = d.body_html.is_none_or(|h| h.contains(unsubscribe_url));
     let email = d.channel == Channel::Email;
     SendEvidence {
-        delivery_id: d.id,
+        delivery_id: d.delivery_id,
         lead_id: d.lead_id,
         checked_at: now,
         provider: provider.to_owned(),

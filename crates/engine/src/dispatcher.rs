@@ -510,7 +510,7 @@ impl<'a> Dispatcher<'a> {
         }
         // The evidence is stored before the provider is called: no send without it.
         let evidence = crate::compliance::evidence(
-            &d,
+            (&d).into(),
             sender.name(),
             &compliance,
             self.config,

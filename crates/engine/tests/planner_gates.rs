@@ -459,6 +459,104 @@ fn planned_messages_carry_footer_window_and_fallback() {
     );
 }
 
+const HTML_CAMPAIGN: &str = r#"
+slug = "h"
+name = "HTML"
+[window]
+days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+start = "00:00"
+end = "23:59"
+[[steps]]
+name = "intro"
+channels = ["email"]
+subject = "Hi {{ lead.first_name }} at {{ lead.company }}"
+body = "Hello {{ lead.first_name }} at {{ lead.company }}."
+html = "<p>Hello <b>{{ lead.first_name }}</b> at {{ lead.company }}.</p>"
+"#;
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+
+    /// Whatever the lead's name, company and country, every commercial email the planner
+    /// plans carries the postal address and the unsubscribe link (text and HTML), and the
+    /// message built for a provider that allows headers carries the RFC 8058 one-click
+    /// headers; the evidence says so, and says a Graph send has no one-click header.
+    #[test]
+    fn no_planned_email_lacks_the_footer_or_the_one_click_headers(
+        first in "[\\p{L}<>&\"' ]{1,24}",
+        company in "[\\p{L}0-9<>&\"' .,-]{1,30}",
+        html in proptest::prelude::any::<bool>(),
+        country in proptest::sample::select(vec!["DE", "US", "GB", "FR", "JP", "IN", "BR"]),
+        hour in 0u32..24,
+    ) {
+        let source = if html { HTML_CAMPAIGN } else { CAMPAIGN };
+        let campaign = parse_campaign(source, "p.toml", CampaignId(1)).unwrap();
+        let catalog = Catalog::from_campaigns(vec![campaign.clone()]).unwrap();
+        let config = config();
+        let planner = Planner::new(&*Box::leak(Box::new(NoStore)), &catalog, &config);
+        let mut l = lead(Some("pat@example.com"), None, None, country);
+        l.profile.first_name = Some(first.trim().to_owned()).filter(|f| !f.is_empty());
+        l.profile.company = Some(company.trim().to_owned()).filter(|c| !c.is_empty());
+        let now = at("2026-03-03T00:00:00Z") + Duration::hours(i64::from(hour));
+        let e = planner.evaluate(&due(l, 0), &campaign, &LeadHistory::default(), &[], now);
+        let PlanDecision::Plan(d) = e.decision else {
+            // A name that leaves a template variable empty is refused, never sent half-done.
+            return Ok(());
+        };
+        let unsubscribe = planner.unsubscribe_url(LeadId(7));
+        proptest::prop_assert!(d.body_text.contains(&config.sender.postal_address), "{}", d.body_text);
+        proptest::prop_assert!(d.body_text.contains(&unsubscribe));
+        if let Some(h) = &d.body_html {
+            proptest::prop_assert!(h.contains(&unsubscribe), "{h}");
+        }
+        proptest::prop_assert_eq!(d.body_html.is_some(), html);
+        let message = engager_channels::OutgoingMessage {
+            delivery_id: engager_domain::DeliveryId(1),
+            lead_id: LeadId(7),
+            campaign: "p".into(),
+            step_index: 0,
+            channel: Channel::Email,
+            to: d.to_address.clone(),
+            to_name: None,
+            subject: d.subject.clone(),
+            body_text: d.body_text.clone(),
+            body_html: d.body_html.clone(),
+            date: now,
+            message_id: "<1.p@acme.example>".into(),
+            sender: config.sender.clone(),
+            unsubscribe: Some(engager_channels::Unsubscribe {
+                url: unsubscribe.clone(),
+                mailto: None,
+            }),
+            due_by: None,
+        };
+        let built = engager_channels::email::build_message(&message).unwrap().formatted();
+        let head = String::from_utf8_lossy(&built);
+        let head = head.split("\r\n\r\n").next().unwrap().replace("\r\n ", " ");
+        proptest::prop_assert!(head.contains(&format!("List-Unsubscribe: <{unsubscribe}>")), "{head}");
+        proptest::prop_assert!(head.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"), "{head}");
+        let record = engager_engine::compliance::MessageFacts {
+            delivery_id: engager_domain::DeliveryId(1),
+            lead_id: LeadId(7),
+            channel: Channel::Email,
+            body_text: &d.body_text,
+            body_html: d.body_html.as_deref(),
+        };
+        let verdict = engager_domain::compliance::check(
+            &engager_engine::compliance::rules(&config),
+            &due(lead(Some("pat@example.com"), None, None, country), 0).lead,
+            Channel::Email,
+            &[],
+            now,
+        );
+        for (provider, one_click) in [("smtp", true), ("outbox", true), ("graph", false)] {
+            let ev = engager_engine::compliance::evidence(record, provider, &verdict, &config, &unsubscribe, now);
+            proptest::prop_assert!(ev.footer_postal && ev.footer_unsubscribe);
+            proptest::prop_assert_eq!(ev.one_click_header, one_click);
+        }
+    }
+}
+
 /// A store that is never called: `Planner::evaluate` is pure.
 struct NoStore;
 
@@ -741,6 +839,20 @@ impl engager_store::Store for NoStore {
         unreachable!()
     }
     async fn campaign_halts(&self) -> engager_store::StoreResult<Vec<engager_store::CampaignHalt>> {
+        unreachable!()
+    }
+    async fn pending_opt_out_writebacks(
+        &self,
+        _: &str,
+        _: usize,
+    ) -> engager_store::StoreResult<Vec<(LeadId, String)>> {
+        unreachable!()
+    }
+    async fn mark_opt_outs_written_back(
+        &self,
+        _: &[LeadId],
+        _: DateTime<Utc>,
+    ) -> engager_store::StoreResult<()> {
         unreachable!()
     }
     async fn set_campaign_halt(

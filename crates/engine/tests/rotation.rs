@@ -413,3 +413,42 @@ async fn a_follow_up_leaves_its_account_only_when_that_account_is_broken() {
     );
     assert_eq!(m.maya.sent().len(), on_maya, "nothing more from maya");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_up_waits_for_its_account_when_that_account_is_at_its_cap() {
+    let (store, catalog, _dir) = store_with_leads(4).await;
+    let config = config();
+    let m = mailboxes().await;
+    let day1 = guard(&[(A, 100), (B, 100)], CircuitPolicy::default());
+    let report = pass(store.as_ref(), &catalog, &config, &m.channels, &day1, t0()).await;
+    assert_eq!(report.sent.len(), 4, "{report:?}");
+    assert_eq!(sent_through(&rows(store.as_ref()).await, A, 0), 2);
+
+    // Maya may send only one message that day: one of her two leads waits for her.
+    let later = guard(&[(A, 1), (B, 100)], CircuitPolicy::default());
+    let at = t0() + Duration::days(3) + Duration::hours(1);
+    let report = pass(store.as_ref(), &catalog, &config, &m.channels, &later, at).await;
+    assert_eq!(report.sent.len(), 3, "{report:?}");
+    assert_eq!(report.throttled, 1);
+    let all = rows(store.as_ref()).await;
+    assert_eq!(sent_through(&all, A, 1), 1);
+    assert_eq!(sent_through(&all, B, 1), 2);
+    let waiting: Vec<_> = all
+        .iter()
+        .filter(|d| d.step_index == 1 && d.state != DeliveryState::Sent)
+        .collect();
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0].state, DeliveryState::Planned);
+    let note = waiting[0].last_error.as_deref().unwrap_or_default();
+    assert!(
+        note.contains("daily cap") && note.contains("the account of this sequence"),
+        "{note}"
+    );
+    assert_eq!(
+        waiting[0].send_at,
+        (at.date_naive() + Duration::days(1))
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc()
+    );
+}

@@ -162,7 +162,12 @@ impl Tracker {
 
     /// Queues an event, waiting for room when the queue is full.
     async fn push(&self, hit: Hit) {
-        if self.sender().send(Msg::Hit(hit)).await.is_err() {
+        let tx = self.sender();
+        if tx.capacity() == 0 {
+            // Full: the writer writes what it holds now instead of waiting out its interval.
+            self.inner.wake.notify_one();
+        }
+        if tx.send(Msg::Hit(hit)).await.is_err() {
             error!("Tracking: the event writer has stopped; an open or click was not recorded.");
         }
     }
@@ -216,7 +221,8 @@ struct Writer {
 
 impl Writer {
     /// Waits for a first event, lets the batch fill for `flush_interval` (one timer, no
-    /// wake-up per event) unless it fills sooner or a flush is asked for, then writes it.
+    /// wake-up per event) unless it fills sooner, a flush is asked for or the queue is full
+    /// (a handler waiting for room wakes it), then writes it.
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>, wake: Arc<Notify>) {
         use mpsc::error::TryRecvError;
         let mut batch: Vec<Hit> = Vec::with_capacity(self.config.batch_size);

@@ -620,6 +620,7 @@ on_both_backends!(
     machine_opens_and_clicks_are_flagged_and_left_out_of_human_rates,
     campaigns_choose_what_is_tracked,
     a_graceful_shutdown_writes_every_queued_event,
+    a_full_queue_makes_requests_wait_and_loses_nothing,
     erasure_and_retention_keep_machine_flags_and_drop_destinations,
 );
 
@@ -722,8 +723,8 @@ async fn erasure_and_retention_keep_machine_flags_and_drop_destinations(store: A
     );
 }
 
-/// On a real port with a tiny queue (handlers wait for room) and a writer that would hold
-/// its batch for a minute: stopping the server writes every event that was answered.
+/// On a real port, with a writer that would hold its batch for a minute: stopping the server
+/// writes every event that was answered before the process ends.
 async fn a_graceful_shutdown_writes_every_queued_event(store: Arc<dyn Store>) {
     let dir = tempfile::tempdir().unwrap();
     let sent = send_campaign(
@@ -745,7 +746,7 @@ async fn a_graceful_shutdown_writes_every_queued_event(store: Arc<dyn Store>) {
     .with_tracking(TrackingConfig {
         batch_size: 100_000,
         flush_interval: StdDuration::from_secs(60),
-        queue: 4,
+        queue: 1_000,
         ..TrackingConfig::default()
     });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -819,4 +820,50 @@ async fn a_graceful_shutdown_writes_every_queued_event(store: Arc<dyn Store>) {
             .count(),
         N / 4
     );
+}
+
+/// A queue of two and a writer that would wait a minute: requests beyond the queue wait for
+/// room (the writer is woken to write early), none is dropped or times out.
+async fn a_full_queue_makes_requests_wait_and_loses_nothing(store: Arc<dyn Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let sent = send_campaign(
+        store.as_ref(),
+        dir.path(),
+        "tracked",
+        "[tracking]\nopens = true",
+        &["joe"],
+    )
+    .await;
+    let d = &sent[0].delivery;
+    let clock = VirtualClock::new(sent_at(&sent[0]) + Duration::hours(1));
+    let (app, state) = app(
+        &store,
+        &clock,
+        TrackingConfig {
+            batch_size: 100_000,
+            flush_interval: StdDuration::from_secs(60),
+            queue: 2,
+            ..TrackingConfig::default()
+        },
+    );
+    let pixel = format!("/o/{}.gif", open_token(SECRET, d.id));
+    const N: usize = 60;
+    let calls: Vec<_> = (0..N)
+        .map(|_| {
+            let (app, pixel) = (app.clone(), pixel.clone());
+            tokio::spawn(async move { call(&app, Method::GET, &pixel, Some(BROWSER)).await.0 })
+        })
+        .collect();
+    let answered = tokio::time::timeout(StdDuration::from_secs(20), async {
+        let mut codes = Vec::new();
+        for c in calls {
+            codes.push(c.await.unwrap());
+        }
+        codes
+    })
+    .await
+    .expect("requests waiting for room are served well before the writer's interval");
+    assert!(answered.iter().all(|c| *c == StatusCode::OK));
+    state.flush_tracking().await;
+    assert_eq!(tracking_events(store.as_ref(), d.lead_id).await.len(), N);
 }

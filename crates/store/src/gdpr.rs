@@ -225,6 +225,13 @@ pub const TABLES: &[TableRule] = &[
         erase: Erase::Blank("checks_json = '[]'"),
     },
     TableRule {
+        table: "opt_out_writebacks",
+        link: Link::LeadId,
+        personal: &[],
+        other: &["lead_id", "written_at"],
+        erase: Erase::Nothing,
+    },
+    TableRule {
         table: "campaign_halts",
         link: Link::None,
         personal: &[],

@@ -468,6 +468,19 @@ pub trait Store: Send + Sync {
     async fn campaign_halts(&self) -> StoreResult<Vec<CampaignHalt>>;
     /// Halts or resumes a campaign; false when it was already in that state.
     async fn set_campaign_halt(&self, halt: &CampaignHalt) -> StoreResult<bool>;
+    /// Leads from a source (`airtable:` prefix) that opted out (unsubscribed, or objected)
+    /// and whose opt-out was not written back yet: (lead, its record id in the source).
+    async fn pending_opt_out_writebacks(
+        &self,
+        source_prefix: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<(LeadId, String)>>;
+    /// Marks leads' opt-outs as written back to their source.
+    async fn mark_opt_outs_written_back(
+        &self,
+        leads: &[LeadId],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
 
     // --- data-subject rights and the audit log ---------------------------------------------
 

@@ -201,6 +201,96 @@ async fn consents_evidence_and_halts_round_trip(store: Arc<dyn Store>) {
     assert_eq!(store.campaign_halts().await.unwrap(), vec![resumed]);
 }
 
+async fn opt_outs_are_written_back_once(store: Arc<dyn Store>) {
+    let airtable = |email: &str, rec: &str| NewLead {
+        email: Some(EmailAddress::parse(email).unwrap()),
+        source: "airtable:appX/Leads".into(),
+        source_ref: Some(rec.into()),
+        ..NewLead::default()
+    };
+    let ids: Vec<LeadId> = store
+        .upsert_leads(
+            &[
+                airtable("a@x.example", "recA"),
+                airtable("b@x.example", "recB"),
+                airtable("c@x.example", "recC"),
+                NewLead {
+                    email: Some(EmailAddress::parse("d@x.example").unwrap()),
+                    source: "csv:leads.csv".into(),
+                    ..NewLead::default()
+                },
+            ],
+            t0(),
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(UpsertOutcome::id)
+        .collect();
+    assert!(store
+        .pending_opt_out_writebacks("airtable:", 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // A unsubscribes, C objects, D (not from Airtable) unsubscribes.
+    for lead in [ids[0], ids[3]] {
+        store
+            .record_event(&NewEvent {
+                lead_id: lead,
+                delivery_id: None,
+                kind: engager_domain::EventKind::Unsubscribed,
+                occurred_at: t0(),
+                detail: "{}".into(),
+                source: "manual".into(),
+            })
+            .await
+            .unwrap();
+    }
+    store
+        .record_consent(&consent(ids[2], None, Basis::Objection, 1))
+        .await
+        .unwrap();
+    let pending = store.pending_opt_out_writebacks("airtable:", 10).await.unwrap();
+    assert_eq!(pending, vec![(ids[0], "recA".to_owned()), (ids[2], "recC".to_owned())]);
+    store
+        .mark_opt_outs_written_back(&[ids[0]], t0())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.pending_opt_out_writebacks("airtable:", 10).await.unwrap(),
+        vec![(ids[2], "recC".to_owned())]
+    );
+    // Marking twice is harmless.
+    store
+        .mark_opt_outs_written_back(&[ids[0], ids[2]], t0())
+        .await
+        .unwrap();
+    assert!(store
+        .pending_opt_out_writebacks("airtable:", 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_opt_outs_are_written_back_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("t.db").display());
+    opt_outs_are_written_back_once(engager_store::open(&url).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_opt_outs_are_written_back_once() {
+    let Some(url) = engager_testkit::postgres_url() else {
+        return;
+    };
+    let schema = engager_testkit::unique_schema("opt_out_writebacks");
+    let store = engager_store::postgres::PgStore::connect_isolated(&url, &schema)
+        .await
+        .unwrap();
+    opt_outs_are_written_back_once(Arc::new(store)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_consents_evidence_and_halts() {
     let dir = tempfile::tempdir().unwrap();

@@ -56,8 +56,9 @@ pub struct Writeback {
     pub record_id: String,
     /// The new `Engagement_Status`, e.g. the configured `sent_status`.
     pub status: String,
-    /// The day the lead was messaged, written as `YYYY-MM-DD` to `Date Messaged`.
-    pub date_messaged: NaiveDate,
+    /// The day the lead was messaged, written as `YYYY-MM-DD` to `Date Messaged`; `None`
+    /// leaves that field as it is (an opt-out).
+    pub date_messaged: Option<NaiveDate>,
 }
 
 /// A client for one Airtable table.
@@ -152,7 +153,17 @@ impl AirtableClient {
         Writeback {
             record_id: record_id.into(),
             status: self.config.sent_status.clone(),
-            date_messaged: date,
+            date_messaged: Some(date),
+        }
+    }
+
+    /// A write-back that marks a record's lead as opted out (the configured `opt_out_status`),
+    /// so the base's own automations and people stop contacting it too.
+    pub fn opt_out_writeback(&self, record_id: impl Into<String>) -> Writeback {
+        Writeback {
+            record_id: record_id.into(),
+            status: self.config.opt_out_status.clone(),
+            date_messaged: None,
         }
     }
 
@@ -222,10 +233,12 @@ impl AirtableClient {
                         names.engagement_status.clone(),
                         Value::String(update.status.clone()),
                     );
-                    fields.insert(
-                        names.date_messaged.clone(),
-                        Value::String(update.date_messaged.format("%Y-%m-%d").to_string()),
-                    );
+                    if let Some(date) = update.date_messaged {
+                        fields.insert(
+                            names.date_messaged.clone(),
+                            Value::String(date.format("%Y-%m-%d").to_string()),
+                        );
+                    }
                     let mut record = Map::new();
                     record.insert("id".into(), Value::String(update.record_id.clone()));
                     record.insert("fields".into(), Value::Object(fields));

@@ -51,6 +51,10 @@ pub struct AirtableConfig {
     /// The `Engagement_Status` value written back after a lead was messaged.
     #[serde(default = "default_sent_status")]
     pub sent_status: String,
+    /// The `Engagement_Status` value written back when a lead opts out on any channel (an
+    /// unsubscribe link, STOP, a reply asking to stop, a complaint).
+    #[serde(default = "default_opt_out_status")]
+    pub opt_out_status: String,
     /// The names of the table's fields.
     #[serde(default)]
     pub fields: AirtableFieldMapping,
@@ -145,6 +149,10 @@ fn default_sent_status() -> String {
     "Sent".to_owned()
 }
 
+fn default_opt_out_status() -> String {
+    "Unsubscribed".to_owned()
+}
+
 impl AirtableConfig {
     /// A configuration with every optional key at its default.
     pub fn new(base_id: impl Into<String>, table: impl Into<String>, token: SecretString) -> Self {
@@ -160,6 +168,7 @@ impl AirtableConfig {
             rate_limit_pause_secs: default_rate_limit_pause_secs(),
             compat_mode: false,
             sent_status: default_sent_status(),
+            opt_out_status: default_opt_out_status(),
             fields: AirtableFieldMapping::default(),
             conversion_statuses: std::collections::BTreeMap::new(),
         }
@@ -216,6 +225,9 @@ impl AirtableConfig {
         }
         if self.sent_status.trim().is_empty() {
             return bad("sent_status", "the status is empty".into());
+        }
+        if self.opt_out_status.trim().is_empty() {
+            return bad("opt_out_status", "the status is empty".into());
         }
         match url::Url::parse(&self.api_url) {
             Ok(url) if matches!(url.scheme(), "http" | "https") && !url.cannot_be_a_base() => {}

@@ -39,3 +39,9 @@ CREATE TABLE campaign_halts (
     changed_by   TEXT NOT NULL,
     changed_at   INTEGER NOT NULL
 );
+
+-- Opt-outs written back to the lead's source (Airtable's Engagement_Status), once per lead.
+CREATE TABLE opt_out_writebacks (
+    lead_id     INTEGER PRIMARY KEY REFERENCES leads (id),
+    written_at  INTEGER NOT NULL
+);

@@ -193,4 +193,43 @@ impl PgStore {
         .await?;
         Ok(done.rows_affected() > 0)
     }
+
+    pub(super) async fn pending_opt_out_writebacks_impl(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<(LeadId, String)>> {
+        let rows = sqlx::query(
+            "SELECT l.id, l.source_ref FROM leads l \
+             WHERE l.source_ref IS NOT NULL AND starts_with(l.source, $1) \
+             AND (l.status = 'unsubscribed' \
+                  OR EXISTS (SELECT 1 FROM consents c WHERE c.lead_id = l.id AND c.basis = 'objection')) \
+             AND NOT EXISTS (SELECT 1 FROM opt_out_writebacks w WHERE w.lead_id = l.id) \
+             ORDER BY l.id LIMIT $2",
+        )
+        .bind(prefix)
+        .bind(limit as i64)
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter()
+            .map(|r| Ok((LeadId(r.try_get(0)?), r.try_get(1)?)))
+            .collect()
+    }
+
+    pub(super) async fn mark_opt_outs_written_back_impl(
+        &self,
+        leads: &[LeadId],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> StoreResult<()> {
+        let ids: Vec<i64> = leads.iter().map(|l| l.0).collect();
+        sqlx::query(
+            "INSERT INTO opt_out_writebacks (lead_id, written_at) SELECT unnest($1::bigint[]), $2 \
+             ON CONFLICT (lead_id) DO NOTHING",
+        )
+        .bind(&ids)
+        .bind(ms(now))
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
 }

@@ -2487,6 +2487,22 @@ impl Store for PgStore {
         self.set_campaign_halt_impl(halt).await
     }
 
+    async fn pending_opt_out_writebacks(
+        &self,
+        source_prefix: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<(LeadId, String)>> {
+        self.pending_opt_out_writebacks_impl(source_prefix, limit).await
+    }
+
+    async fn mark_opt_outs_written_back(
+        &self,
+        leads: &[LeadId],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.mark_opt_outs_written_back_impl(leads, now).await
+    }
+
     async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
         self.append_audit_impl(entry).await
     }

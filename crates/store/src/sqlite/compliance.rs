@@ -175,3 +175,40 @@ pub(super) fn set_campaign_halt(c: &mut Connection, h: &CampaignHalt) -> StoreRe
     )?;
     Ok(n > 0)
 }
+
+pub(super) fn pending_opt_out_writebacks(
+    c: &mut Connection,
+    prefix: &str,
+    limit: usize,
+) -> StoreResult<Vec<(LeadId, String)>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT l.id, l.source_ref FROM leads l \
+         WHERE l.source_ref IS NOT NULL AND substr(l.source, 1, length(?1)) = ?1 \
+         AND (l.status = 'unsubscribed' \
+              OR EXISTS (SELECT 1 FROM consents c WHERE c.lead_id = l.id AND c.basis = 'objection')) \
+         AND NOT EXISTS (SELECT 1 FROM opt_out_writebacks w WHERE w.lead_id = l.id) \
+         ORDER BY l.id LIMIT ?2",
+    )?;
+    let rows = stmt
+        .query_map(params![prefix, limit as i64], |r| {
+            Ok((LeadId(r.get(0)?), r.get::<_, String>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+pub(super) fn mark_opt_outs_written_back(
+    c: &mut Connection,
+    leads: &[LeadId],
+    now: i64,
+) -> StoreResult<()> {
+    let tx = c.transaction()?;
+    for l in leads {
+        tx.execute(
+            "INSERT INTO opt_out_writebacks (lead_id, written_at) VALUES (?1, ?2) ON CONFLICT (lead_id) DO NOTHING",
+            params![l.0, now],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}

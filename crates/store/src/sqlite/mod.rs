@@ -2264,6 +2264,27 @@ impl Store for SqliteStore {
         self.run(move |c| compliance::set_campaign_halt(c, &halt)).await
     }
 
+    async fn pending_opt_out_writebacks(
+        &self,
+        source_prefix: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<(LeadId, String)>> {
+        let prefix = source_prefix.to_owned();
+        self.run(move |c| compliance::pending_opt_out_writebacks(c, &prefix, limit))
+            .await
+    }
+
+    async fn mark_opt_outs_written_back(
+        &self,
+        leads: &[LeadId],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let leads = leads.to_vec();
+        let now = ms(now);
+        self.run(move |c| compliance::mark_opt_outs_written_back(c, &leads, now))
+            .await
+    }
+
     async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
         let entry = entry.clone();
         self.run(move |c| gdpr::insert_audit(c, &entry)).await
