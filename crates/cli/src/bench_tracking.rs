@@ -241,11 +241,6 @@ pub async fn run(args: TrackingBenchArgs, json: bool) -> Result<ExitCode> {
     let mut wrk_pixels = 0u64;
     for round in 0..args.rounds {
         let h = wrk(&args, &hello_url).await?;
-        if std::env::var_os("ENGAGER_BENCH_DIAG").is_some() {
-            let bad = wrk(&args, &format!("http://{tracking_addr}/o/bad.gif")).await?;
-            let nf = wrk(&args, &format!("http://{tracking_addr}/nope")).await?;
-            eprintln!("diag: bad-token pixel {:.0} req/s, 404 fallback {:.0} req/s", bad.rps, nf.rps);
-        }
         let p = wrk(&args, &pixel_url).await?;
         if h.errors > 0 || p.errors > 0 {
             return Err(anyhow!(

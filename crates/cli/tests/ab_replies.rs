@@ -102,7 +102,7 @@ fn replies_classified_by_hand_change_the_figures_and_take_effect() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|r| r["event_id"].to_string() == *event)
+        .find(|r| r["event_id"].as_i64() == event.parse().ok())
         .unwrap();
     assert_eq!(
         (
@@ -117,7 +117,7 @@ fn replies_classified_by_hand_change_the_figures_and_take_effect() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|r| r["event_id"].to_string() != *event)
+        .find(|r| r["event_id"].as_i64() != event.parse().ok())
         .unwrap();
     let lead = other["lead_id"].to_string();
     let unsub = json_ok(

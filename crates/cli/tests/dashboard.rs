@@ -489,6 +489,38 @@ fn the_dashboard_works_in_a_real_browser_without_console_errors() {
         );
         cdp.screenshot(&root.join(format!("{name}.png")));
     }
+    // The compliance page shows the compliance report's sends.
+    let compliance = json(&engager(
+        root,
+        &[
+            "--config",
+            config,
+            "--json",
+            "compliance",
+            "report",
+            "--since",
+            "1970-01-01",
+        ],
+    ));
+    let lines = compliance["sends"].as_array().expect("sends by channel");
+    assert!(!lines.is_empty(), "the quickstart's sends carry evidence");
+    cdp.open(&format!("{base}/dashboard/compliance?period=all"));
+    let text = cdp.evaluate("document.body.textContent");
+    for line in lines {
+        let row = format!(
+            "{}{}{}",
+            line["channel"].as_str().unwrap(),
+            line["provider"].as_str().unwrap(),
+            line["sends"]
+        );
+        assert!(
+            text.as_str().unwrap().contains(&row),
+            "compliance evidence row {row} missing"
+        );
+    }
+    assert_eq!(cdp.take_errors(), Vec::<String>::new());
+    cdp.screenshot(&root.join("compliance.png"));
+
     // The campaign page shows the campaign's sends.
     cdp.open(&format!("{base}/dashboard/campaigns/{campaign}?period=all"));
     let text = cdp.evaluate("document.body.textContent");

@@ -52,7 +52,9 @@ fn configure(dir: &Path, sections: &str) -> PathBuf {
     let path = dir.join("engager.toml");
     let config = std::fs::read_to_string(&path)
         .unwrap()
-        .replace("max_jitter_minutes = 90", "max_jitter_minutes = 0");
+        .replace("max_jitter_minutes = 90", "max_jitter_minutes = 0")
+        // The company documented its legitimate interest (GDPR) for B2B email to EU leads.
+        .replace("# legitimate_interest_reference = ", "legitimate_interest_reference = ");
     std::fs::write(&path, format!("{config}\n{sections}")).unwrap();
     path
 }

@@ -235,7 +235,10 @@ impl Writer {
                 Some(Msg::Flush { done, close }) => control = Some((done, close)),
             }
             let deadline = tokio::time::Instant::now() + self.config.flush_interval;
-            let mut waited = false;
+            // The queue is emptied into the batch every tick at least, so handlers waiting for
+            // room wait a tick, not the whole interval.
+            let tick = self.config.flush_interval.min(StdDuration::from_millis(10));
+            let mut woken = false;
             while control.is_none() && !closed {
                 while batch.len() < self.config.batch_size {
                     match rx.try_recv() {
@@ -251,14 +254,19 @@ impl Writer {
                         }
                     }
                 }
-                if control.is_some() || closed || batch.len() >= self.config.batch_size || waited {
+                let now = tokio::time::Instant::now();
+                if control.is_some()
+                    || closed
+                    || woken
+                    || batch.len() >= self.config.batch_size
+                    || now >= deadline
+                {
                     break;
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep_until(deadline) => {}
-                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep_until((now + tick).min(deadline)) => {}
+                    _ = wake.notified() => woken = true,
                 }
-                waited = true;
             }
             let closing = closed || control.as_ref().is_some_and(|(_, close)| *close);
             self.write(&mut batch, closing).await;

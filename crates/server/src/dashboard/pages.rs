@@ -990,13 +990,9 @@ pub(crate) async fn compliance(
         &rows,
     ));
     body.push_str("<h2>Compliance evidence</h2>");
-    match super::compliance::evidence_summary(c.state.store.as_ref(), c.period.since, c.period.until).await {
-        Some(rows) => {
-            let rows: Vec<Vec<String>> = rows.iter().map(|(a, b, d)| vec![esc(a), esc(b), format!("<span class=\"l\">{}</span>", esc(d))]).collect();
-            body.push_str(&html::table(&["Figure", "Value", "Detail"], &rows));
-        }
-        None => body.push_str("<p class=\"muted\">No consent records or validator results are recorded by this version; the opt-outs, suppressions, halts and audit log on this page are the evidence kept.</p>"),
-    }
+    body.push_str(
+        &super::compliance::evidence_section(c.state.store.as_ref(), c.period.since, c.now).await,
+    );
     body.push_str("<h2>Halts</h2>");
     body.push_str(&halts_table(&halts));
     let _ = write!(
