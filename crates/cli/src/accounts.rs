@@ -242,7 +242,7 @@ impl<'de, T: Provider> Deserialize<'de> for Accounts<T> {
             }
             let identity = T::identity(&identity_keys).map_err(|why| {
                 D::Error::custom(format!(
-                    "invalid configuration at key `{key}`: the account has no identity: {why}"
+                    "invalid configuration at key `{key}`: no identity for the account: {why}"
                 ))
             })?;
             if let Some(first) = seen.insert(identity.to_ascii_lowercase(), key.clone()) {

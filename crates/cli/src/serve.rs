@@ -27,6 +27,13 @@ pub struct ServeArgs {
 pub fn server_config(app: &App) -> Result<ServerConfig> {
     let s = &app.settings.server;
     let mut config = ServerConfig::from_engine(&app.engine);
+    for (i, old) in app.settings.links.previous_secrets.iter().enumerate() {
+        let old = old.expose_secret();
+        if old.len() < 16 {
+            return Err(anyhow!("invalid configuration at key `links.previous_secrets[{i}]`: use at least 16 characters"));
+        }
+        config.previous_link_secrets.push(old.as_bytes().to_vec());
+    }
     if let Some(reply) = s.sms_help_reply.as_deref() {
         if reply.trim().is_empty() {
             return Err(anyhow!("invalid configuration at key `server.sms_help_reply`: the HELP reply is empty; leave the key out for the default"));

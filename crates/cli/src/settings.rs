@@ -388,6 +388,10 @@ pub struct LinkSettings {
     pub unsubscribe_mailto: Option<String>,
     /// Secret for signing link tokens (at least 16 characters).
     pub secret: SecretString,
+    /// Earlier secrets, still accepted for unsubscribe links after a rotation (keep each for
+    /// at least 30 days: CAN-SPAM wants links to work that long).
+    #[serde(default)]
+    pub previous_secrets: Vec<SecretString>,
 }
 
 impl std::fmt::Debug for LinkSettings {
@@ -396,6 +400,7 @@ impl std::fmt::Debug for LinkSettings {
             .field("public_base_url", &self.public_base_url)
             .field("unsubscribe_mailto", &self.unsubscribe_mailto)
             .field("secret", &"[redacted]")
+            .field("previous_secrets", &format!("[{} redacted]", self.previous_secrets.len()))
             .finish()
     }
 }

@@ -103,6 +103,9 @@ pub struct ServerConfig {
     pub public_base_url: String,
     /// `links.secret`: the key of unsubscribe tokens.
     pub link_secret: Vec<u8>,
+    /// `links.previous_secrets`: earlier keys, still accepted for unsubscribe links so that a
+    /// rotated secret does not break links already in people's mailboxes.
+    pub previous_link_secrets: Vec<Vec<u8>>,
     /// The company named on pages and in the HELP reply.
     pub company: String,
     /// The HELP reply (CTIA: program name, contact, how to stop).
@@ -122,6 +125,7 @@ impl ServerConfig {
         Self {
             public_base_url: engine.public_base_url.clone(),
             link_secret: engine.link_secret.clone(),
+            previous_link_secrets: Vec::new(),
             company: engine.sender_company.clone(),
             help_reply: default_help_reply(
                 &engine.sender_company,

@@ -28,7 +28,11 @@ const ONE_CLICK_VALUE: &str = "One-Click";
 
 /// The lead a token names, when the token is genuine and the lead still exists.
 async fn lead_of(state: &ServerState, token: &str) -> Result<Option<Lead>, StoreError> {
-    let Some(id) = verify_lead_token(&state.config.link_secret, PURPOSE, token) else {
+    let config = &state.config;
+    let Some(id) = std::iter::once(&config.link_secret)
+        .chain(&config.previous_link_secrets)
+        .find_map(|secret| verify_lead_token(secret, PURPOSE, token))
+    else {
         return Ok(None);
     };
     state.store.lead(id).await

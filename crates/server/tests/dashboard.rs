@@ -33,6 +33,7 @@ fn config() -> ServerConfig {
     ServerConfig {
         public_base_url: BASE.to_owned(),
         link_secret: b"link-secret-for-the-dashboard-tests".to_vec(),
+        previous_link_secrets: Vec::new(),
         company: "Acme Analytics".into(),
         help_reply: default_help_reply("Acme Analytics", "Maya Chen", "maya@acme.example"),
         twilio: None,

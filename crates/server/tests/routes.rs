@@ -39,6 +39,7 @@ fn config(base: &str) -> ServerConfig {
     ServerConfig {
         public_base_url: base.to_owned(),
         link_secret: SECRET.to_vec(),
+        previous_link_secrets: Vec::new(),
         company: "Acme Analytics".into(),
         help_reply: default_help_reply("Acme Analytics", "Maya Chen", "maya@acme.example"),
         twilio: Some(TwilioWebhooks {
@@ -968,6 +969,33 @@ async fn get_shows_a_page_and_never_unsubscribes(store: Arc<dyn Store>) {
     assert!(body.contains("You are unsubscribed"), "{body}");
 }
 
+async fn links_signed_with_a_previous_secret_keep_working(store: Arc<dyn Store>) {
+    let fx = fixture(store).await;
+    let ada = &fx.people[0];
+    // The secret was rotated: the new one signs, the old one is still accepted.
+    let mut cfg = config(BASE);
+    cfg.link_secret = b"a-brand-new-link-secret-after-rotation".to_vec();
+    cfg.previous_link_secrets = vec![SECRET.to_vec()];
+    let app = router(
+        ServerState::with_clock(Arc::clone(&fx.store), cfg, Arc::new(fx.clock.clone())).unwrap(),
+    );
+    let stranger = format!(
+        "/u/{}",
+        lead_token(b"a-secret-never-configured-here", "unsubscribe", ada.id)
+    );
+    let (code, _, _) = send(&app, one_click(&stranger)).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    let (code, _, body) = send(&app, one_click(&unsubscribe_path(ada.id))).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert!(fx
+        .store
+        .suppressed(&[SuppressionKey::Email(ada.email.clone())])
+        .await
+        .unwrap()
+        .iter()
+        .any(|s| s.key == SuppressionKey::Email(ada.email.clone())));
+}
+
 async fn bad_tokens_get_404_and_bad_bodies_400_and_nothing_is_written(store: Arc<dyn Store>) {
     let fx = fixture(store).await;
     let ada = &fx.people[0];
@@ -1139,6 +1167,7 @@ on_both_backends!(
     one_click_post_unsubscribes_once,
     get_shows_a_page_and_never_unsubscribes,
     bad_tokens_get_404_and_bad_bodies_400_and_nothing_is_written,
+    links_signed_with_a_previous_secret_keep_working,
     health_and_unknown_routes,
     metrics_and_readiness,
 );
