@@ -338,10 +338,7 @@ fn url_at(s: &str, i: usize) -> Option<usize> {
     let mut url = &s[i..i + len];
     // Punctuation that ends a sentence is not part of the link; a closing bracket only when
     // the URL did not open it.
-    loop {
-        let Some(last) = url.chars().next_back() else {
-            break;
-        };
+    while let Some(last) = url.chars().next_back() {
         let strip = match last {
             '.' | ',' | ';' | ':' | '!' | '?' | '\'' | '*' => true,
             ')' => url.matches('(').count() < url.matches(')').count(),

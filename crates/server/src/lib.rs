@@ -9,6 +9,9 @@
 //! - `GET /u/{token}` shows a confirmation page and never changes anything (link scanners
 //!   prefetch GETs); `POST /u/{token}` with `List-Unsubscribe=One-Click` unsubscribes (RFC
 //!   8058 one-click; the page's button posts the same body).
+//! - `GET /o/{token}.gif`: the open pixel (always a GIF; a genuine token records an open);
+//!   `GET /c/{token}`: 302 to a tracked link's stored destination, 404 for anything else
+//!   (`tracking`). Their events go through one batched writer, drained on shutdown.
 //! - `GET /healthz`: 200 when the store answers, 503 otherwise.
 //!
 //! Invariants:

@@ -489,7 +489,7 @@ pub(crate) async fn open(
     request: Request,
 ) -> Response {
     let token = token.strip_suffix(".gif").unwrap_or(&token);
-    if let Some(delivery) = verify_open_token(&state.config.link_secret, token) {
+    if let Some(delivery) = secrets(&state).find_map(|s| verify_open_token(s, token)) {
         if request.method() == Method::GET {
             let reason = request_flag(&state, &request, true);
             state
@@ -506,6 +506,12 @@ pub(crate) async fn open(
     pixel()
 }
 
+/// `links.secret`, then `links.previous_secrets`: links already sent survive a rotation.
+fn secrets(state: &ServerState) -> impl Iterator<Item = &[u8]> {
+    std::iter::once(state.config.link_secret.as_slice())
+        .chain(state.config.previous_link_secrets.iter().map(Vec::as_slice))
+}
+
 fn link_not_found() -> Response {
     let mut response = plain(StatusCode::NOT_FOUND, "not found: this link is not valid");
     no_cache(response.headers_mut());
@@ -518,7 +524,8 @@ pub(crate) async fn click(
     Path(token): Path<String>,
     request: Request,
 ) -> Response {
-    let Some((delivery, index)) = verify_click_token(&state.config.link_secret, &token) else {
+    let Some((delivery, index)) = secrets(&state).find_map(|s| verify_click_token(s, &token))
+    else {
         return link_not_found();
     };
     let url = match state.store.tracked_link(delivery, index).await {

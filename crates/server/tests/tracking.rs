@@ -621,6 +621,7 @@ on_both_backends!(
     campaigns_choose_what_is_tracked,
     a_graceful_shutdown_writes_every_queued_event,
     a_full_queue_makes_requests_wait_and_loses_nothing,
+    links_already_sent_survive_a_rotation_of_the_secret,
     erasure_and_retention_keep_machine_flags_and_drop_destinations,
 );
 
@@ -866,4 +867,59 @@ async fn a_full_queue_makes_requests_wait_and_loses_nothing(store: Arc<dyn Store
     assert!(answered.iter().all(|c| *c == StatusCode::OK));
     state.flush_tracking().await;
     assert_eq!(tracking_events(store.as_ref(), d.lead_id).await.len(), N);
+}
+
+/// After `links.secret` is rotated (the old one kept in `links.previous_secrets`), the pixel
+/// and links of messages already sent keep working; a retired secret no longer verifies.
+async fn links_already_sent_survive_a_rotation_of_the_secret(store: Arc<dyn Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let sent = send_campaign(
+        store.as_ref(),
+        dir.path(),
+        "tracked",
+        "[tracking]\nopens = true\nclicks = true",
+        &["kay"],
+    )
+    .await;
+    let d = &sent[0].delivery;
+    let clock = VirtualClock::new(sent_at(&sent[0]) + Duration::hours(1));
+    let mut config = ServerConfig::from_engine(&engine_config());
+    config.link_secret = b"the-new-link-secret-after-rotation".to_vec();
+    config.previous_link_secrets = vec![SECRET.to_vec()];
+    let state =
+        ServerState::with_clock(Arc::clone(&store), config, Arc::new(clock.clone())).unwrap();
+    let app = router(state.clone());
+    let (code, headers, _) = call(
+        &app,
+        Method::GET,
+        &format!("/c/{}", click_token(SECRET, d.id, 1)),
+        Some(BROWSER),
+    )
+    .await;
+    assert_eq!(
+        (code, &headers[header::LOCATION]),
+        (StatusCode::FOUND, &PRICING.parse().unwrap())
+    );
+    call(
+        &app,
+        Method::GET,
+        &format!("/o/{}.gif", open_token(SECRET, d.id)),
+        Some(BROWSER),
+    )
+    .await;
+    let (code, _, _) = call(
+        &app,
+        Method::GET,
+        &format!("/c/{}", click_token(b"a-secret-never-configured", d.id, 1)),
+        Some(BROWSER),
+    )
+    .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    state.flush_tracking().await;
+    let kinds: Vec<EventKind> = tracking_events(store.as_ref(), d.lead_id)
+        .await
+        .iter()
+        .map(|e| e.event.kind)
+        .collect();
+    assert_eq!(kinds, vec![EventKind::Clicked, EventKind::Opened]);
 }
