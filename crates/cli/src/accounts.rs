@@ -339,6 +339,30 @@ pub fn smtp_senders(
     let mut out: Vec<Arc<dyn ChannelSender>> = Vec::new();
     for account in &accounts.list {
         let identity = account.identity.as_deref().unwrap_or_default();
+        match &account.config.dkim {
+            None => tracing::warn!(
+                account = %account.key,
+                "SMTP mail is not DKIM-signed: set [channels.smtp.dkim]; Gmail and Yahoo expect it and one-click unsubscribe needs it."
+            ),
+            Some(dkim) => {
+                let from_domain = identity
+                    .rsplit('@')
+                    .next()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                let signs = dkim.domain.to_ascii_lowercase();
+                if from_domain != signs
+                    && !from_domain.ends_with(&format!(".{signs}"))
+                    && !signs.ends_with(&format!(".{from_domain}"))
+                {
+                    tracing::warn!(
+                        account = %account.key,
+                        dkim_domain = %dkim.domain,
+                        "The DKIM domain does not align with this account's From domain; DMARC will not pass on DKIM."
+                    );
+                }
+            }
+        }
         let from = engager_domain::EmailAddress::parse(identity)
             .map_err(|e| anyhow!("invalid configuration at key `{}.from`: {e}", account.key))?;
         let channel = engager_channels::SmtpChannel::new(&account.config)
