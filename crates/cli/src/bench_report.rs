@@ -25,6 +25,14 @@ pub struct ReportBenchArgs {
     /// Timed runs of each measurement (the median is reported).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
+    /// Keep the generated database at this path (e.g. to time the facts query in the
+    /// `sqlite3` shell: `engager bench report --keep r.db`, then `.timer on` and the query
+    /// printed by `--print-query`).
+    #[arg(long)]
+    pub keep: Option<std::path::PathBuf>,
+    /// Print the facts query with its arguments filled in, for the `sqlite3` shell, and exit.
+    #[arg(long)]
+    pub print_query: bool,
 }
 
 fn t0() -> DateTime<Utc> {
@@ -39,8 +47,27 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub async fn run(args: ReportBenchArgs, json: bool) -> Result<ExitCode> {
+    if args.print_query {
+        println!(
+            "{}",
+            engager_store::sqlite::report_facts_sql_for_shell(
+                ms_of(t0() - Duration::days(1)),
+                ms_of(t0() + Duration::days(3650)),
+                "bench",
+            )
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let dir = tempfile::tempdir()?;
-    let path = dir.path().join("report.db");
+    let path = match &args.keep {
+        Some(p) => {
+            if p.exists() {
+                anyhow::bail!("--keep {}: the file exists; give a new path", p.display());
+            }
+            p.clone()
+        }
+        None => dir.path().join("report.db"),
+    };
     let store = SqliteStore::open(path.to_str().unwrap_or("report.db")).await?;
     // 3.4 events a delivery on average (see `bench_generate_engagement`).
     let deliveries = (args.events * 10 / 34).max(1);
@@ -120,4 +147,8 @@ pub async fn run(args: ReportBenchArgs, json: bool) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn ms_of(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
 }

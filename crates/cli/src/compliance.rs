@@ -178,7 +178,10 @@ pub async fn consent(app: &App, command: ConsentCommand, json: bool) -> Result<E
         ConsentCommand::Add(a) => {
             let lead = find_lead(app.store.as_ref(), &a.lead).await?;
             let channel = parse_channel(&a.channel)?;
-            let basis: Basis = a.basis.parse().map_err(|e: String| anyhow!("--basis: {e}"))?;
+            let basis: Basis = a
+                .basis
+                .parse()
+                .map_err(|e: String| anyhow!("--basis: {e}"))?;
             if matches!(basis, Basis::Withdrawn | Basis::Objection) {
                 return Err(anyhow!(
                     "--basis {basis}: use `engager consent withdraw` or `engager consent object`"
@@ -190,7 +193,9 @@ pub async fn consent(app: &App, command: ConsentCommand, json: bool) -> Result<E
                 ));
             }
             if a.source.trim().is_empty() {
-                return Err(anyhow!("--source is empty: say where the consent comes from"));
+                return Err(anyhow!(
+                    "--source is empty: say where the consent comes from"
+                ));
             }
             let r = ConsentRecord {
                 id: 0,
@@ -215,7 +220,9 @@ pub async fn consent(app: &App, command: ConsentCommand, json: bool) -> Result<E
             }
             let id = record(app, &r, "cli", now).await?;
             if json {
-                print_json(&json!({"recorded": id, "record": record_json(&ConsentRecord { id, ..r })}));
+                print_json(
+                    &json!({"recorded": id, "record": record_json(&ConsentRecord { id, ..r })}),
+                );
             } else {
                 println!(
                     "Recorded {} for lead {} on {} (record #{id}).",
@@ -293,14 +300,28 @@ pub async fn consent(app: &App, command: ConsentCommand, json: bool) -> Result<E
             let records =
                 engager_engine::compliance::lead_consents(app.store.as_ref(), &lead).await?;
             if json {
-                print_json(&json!({"lead_id": lead.id.0, "records": records.iter().map(record_json).collect::<Vec<_>>()}));
+                print_json(
+                    &json!({"lead_id": lead.id.0, "records": records.iter().map(record_json).collect::<Vec<_>>()}),
+                );
             } else if records.is_empty() {
                 println!("No consent records for lead {}.", lead.id);
             } else {
-                let mut t = table(&["#", "Basis", "Channel", "Given", "Until", "Source", "Reference"]);
+                let mut t = table(&[
+                    "#",
+                    "Basis",
+                    "Channel",
+                    "Given",
+                    "Until",
+                    "Source",
+                    "Reference",
+                ]);
                 for r in &records {
                     t.add_row(vec![
-                        if r.id > 0 { r.id.to_string() } else { "field".into() },
+                        if r.id > 0 {
+                            r.id.to_string()
+                        } else {
+                            "field".into()
+                        },
                         r.basis.to_string(),
                         r.channel.map_or("all".into(), |c| c.to_string()),
                         if r.obtained_at == DateTime::<Utc>::UNIX_EPOCH {
@@ -334,7 +355,13 @@ async fn import(app: &App, a: ImportArgs, json: bool, now: DateTime<Utc>) -> Res
         .map(|h| h.trim().to_ascii_lowercase())
         .collect();
     let known = [
-        "email", "lead_id", "channel", "basis", "source", "obtained_at", "reference",
+        "email",
+        "lead_id",
+        "channel",
+        "basis",
+        "source",
+        "obtained_at",
+        "reference",
         "expires_at",
     ];
     if let Some(h) = headers.iter().find(|h| !known.contains(&h.as_str())) {
@@ -344,7 +371,9 @@ async fn import(app: &App, a: ImportArgs, json: bool, now: DateTime<Utc>) -> Res
         ));
     }
     if !headers.iter().any(|h| h == "source") {
-        return Err(anyhow!("{file}: the column `source` is required (where each consent comes from)"));
+        return Err(anyhow!(
+            "{file}: the column `source` is required (where each consent comes from)"
+        ));
     }
     let col = |row: &csv::StringRecord, name: &str| -> Option<String> {
         headers
@@ -381,7 +410,9 @@ async fn import(app: &App, a: ImportArgs, json: bool, now: DateTime<Utc>) -> Res
                 .map_err(|e: String| anyhow!("field basis: {e}"))?;
             let reference = col(&row, "reference");
             if basis == Basis::LegitimateInterest && reference.is_none() {
-                return Err(anyhow!("field reference: a legitimate interest needs the assessment's reference"));
+                return Err(anyhow!(
+                    "field reference: a legitimate interest needs the assessment's reference"
+                ));
             }
             let source = col(&row, "source").ok_or_else(|| anyhow!("field source: empty"))?;
             let obtained_at = match col(&row, "obtained_at") {
@@ -425,10 +456,17 @@ async fn import(app: &App, a: ImportArgs, json: bool, now: DateTime<Utc>) -> Res
     } else {
         println!("{written} consent record(s) written from {file}.");
         for r in &rejected {
-            println!("  line {}: {}", r["line"], r["reason"].as_str().unwrap_or_default());
+            println!(
+                "  line {}: {}",
+                r["line"],
+                r["reason"].as_str().unwrap_or_default()
+            );
         }
         if !write {
-            println!("Nothing written: --strict and {} bad row(s).", rejected.len());
+            println!(
+                "Nothing written: --strict and {} bad row(s).",
+                rejected.len()
+            );
         }
     }
     Ok(if rejected.is_empty() {
@@ -452,8 +490,14 @@ pub async fn compliance(app: &App, command: ComplianceCommand, json: bool) -> Re
             } else {
                 println!("Compliance since {}\n", when(since));
                 let mut t = table(&[
-                    "Channel", "Provider", "Sends", "Rules checked", "On a consent record",
-                    "Footer", "One-click header", "STOP wording",
+                    "Channel",
+                    "Provider",
+                    "Sends",
+                    "Rules checked",
+                    "On a consent record",
+                    "Footer",
+                    "One-click header",
+                    "STOP wording",
                 ]);
                 for s in &r.sends {
                     let email = s.channel == "email";
@@ -468,9 +512,21 @@ pub async fn compliance(app: &App, command: ComplianceCommand, json: bool) -> Re
                             .collect::<Vec<_>>()
                             .join(", "),
                         s.with_consent_record.to_string(),
-                        if email { format!("{}/{}", s.with_footer, s.sends) } else { "–".into() },
-                        if email { format!("{}/{}", s.with_one_click_header, s.sends) } else { "–".into() },
-                        if sms { format!("{}/{}", s.with_stop_wording, s.sends) } else { "–".into() },
+                        if email {
+                            format!("{}/{}", s.with_footer, s.sends)
+                        } else {
+                            "–".into()
+                        },
+                        if email {
+                            format!("{}/{}", s.with_one_click_header, s.sends)
+                        } else {
+                            "–".into()
+                        },
+                        if sms {
+                            format!("{}/{}", s.with_stop_wording, s.sends)
+                        } else {
+                            "–".into()
+                        },
                     ]);
                 }
                 println!("Sends\n{t}\n");
@@ -546,13 +602,20 @@ pub async fn compliance(app: &App, command: ComplianceCommand, json: bool) -> Re
                         if p.is_empty() {
                             "none".into()
                         } else {
-                            p.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+                            p.iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join("\n")
                         },
                     ]);
                 }
                 println!("{t}");
             }
-            Ok(if any { ExitCode::from(2) } else { ExitCode::SUCCESS })
+            Ok(if any {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         ComplianceCommand::Resume { campaign, note } => {
             let c = catalog
@@ -570,7 +633,9 @@ pub async fn compliance(app: &App, command: ComplianceCommand, json: bool) -> Re
             if json {
                 print_json(&json!({"campaign": campaign, "resumed": resumed}));
             } else if resumed {
-                println!("Campaign {campaign} resumed; its leads are planned again within 15 minutes.");
+                println!(
+                    "Campaign {campaign} resumed; its leads are planned again within 15 minutes."
+                );
             } else {
                 println!("Campaign {campaign} was not halted; nothing changed.");
             }

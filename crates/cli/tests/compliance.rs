@@ -49,13 +49,10 @@ fn setup(d: &Path) {
 fn now_plus(minutes: i64) -> String {
     use chrono::Datelike;
     let mut day = chrono::Utc::now().date_naive() + chrono::Duration::days(60);
-    while day.weekday() != chrono::Weekday::Wed
-        || matches!(day.month(), 1 | 5 | 7 | 10 | 11 | 12)
-    {
+    while day.weekday() != chrono::Weekday::Wed || matches!(day.month(), 1 | 5 | 7 | 10 | 11 | 12) {
         day += chrono::Duration::days(1);
     }
-    (day.and_hms_opt(18, 0, 0).unwrap().and_utc() + chrono::Duration::minutes(minutes))
-        .to_rfc3339()
+    (day.and_hms_opt(18, 0, 0).unwrap().and_utc() + chrono::Duration::minutes(minutes)).to_rfc3339()
 }
 
 fn today() -> String {
@@ -67,7 +64,11 @@ fn consent_decides_the_channel_and_the_report_shows_the_evidence() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     setup(d);
-    std::fs::write(d.join("gate.toml"), campaign("A question, {{ lead.first_name }}")).unwrap();
+    std::fs::write(
+        d.join("gate.toml"),
+        campaign("A question, {{ lead.first_name }}"),
+    )
+    .unwrap();
     ok(&engager(d, &["campaign", "add", "gate.toml"]));
     // Consent from a file: one good row, three bad ones named by line.
     std::fs::write(
@@ -91,30 +92,76 @@ fn consent_decides_the_channel_and_the_report_shows_the_evidence() {
         .collect();
     assert_eq!(lines, vec![3, 4, 5], "{report}");
     let text = report.to_string();
-    assert!(text.contains("nobody@nowhere.example") && text.contains("fax") && text.contains("reference"), "{text}");
+    assert!(
+        text.contains("nobody@nowhere.example")
+            && text.contains("fax")
+            && text.contains("reference"),
+        "{text}"
+    );
     // --strict writes nothing when a row is bad.
-    let strict = engager(d, &["--json", "consent", "import", "consents.csv", "--strict"]);
+    let strict = engager(
+        d,
+        &["--json", "consent", "import", "consents.csv", "--strict"],
+    );
     assert_eq!(json(&strict)["written"], 0);
     // Jana: consent for email by hand; Otto objects.
     ok(&engager(
         d,
-        &["consent", "add", "--lead", "jana@de.example", "--channel", "email", "--source", "webinar signup", "--obtained-at", "2026-02-10"],
+        &[
+            "consent",
+            "add",
+            "--lead",
+            "jana@de.example",
+            "--channel",
+            "email",
+            "--source",
+            "webinar signup",
+            "--obtained-at",
+            "2026-02-10",
+        ],
     ));
     let objection = json(&engager(
         d,
-        &["--json", "consent", "object", "--lead", "otto@de.example", "--source", "email to privacy@"],
+        &[
+            "--json",
+            "consent",
+            "object",
+            "--lead",
+            "otto@de.example",
+            "--source",
+            "email to privacy@",
+        ],
     ));
     assert_eq!(objection["suppressed"], 1, "{objection}");
     // A legitimate interest needs its assessment's reference.
     let bad = engager(
         d,
-        &["consent", "add", "--lead", "bob@us.example", "--basis", "legitimate_interest", "--source", "x"],
+        &[
+            "consent",
+            "add",
+            "--lead",
+            "bob@us.example",
+            "--basis",
+            "legitimate_interest",
+            "--source",
+            "x",
+        ],
     );
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("--reference"), "{}", String::from_utf8_lossy(&bad.stderr));
-    let listed = json(&engager(d, &["--json", "consent", "list", "--lead", "ada@us.example"]));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--reference"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let listed = json(&engager(
+        d,
+        &["--json", "consent", "list", "--lead", "ada@us.example"],
+    ));
     assert_eq!(listed["records"][0]["basis"], "consent");
-    assert!(listed["records"][0]["source"].as_str().unwrap().contains("consents.csv line 2"));
+    assert!(listed["records"][0]["source"]
+        .as_str()
+        .unwrap()
+        .contains("consents.csv line 2"));
 
     ok(&engager(d, &["enroll", "--campaign", "gate", "--all"]));
     let now = now_plus(0);
@@ -132,15 +179,29 @@ fn consent_decides_the_channel_and_the_report_shows_the_evidence() {
             .map(|r| r["channel"].as_str().unwrap().to_owned())
             .unwrap_or_default()
     };
-    assert_eq!(channel_of("+12125550143"), "sms", "Ada consented to texts: {outbox}");
-    assert_eq!(channel_of("bob@us.example"), "email", "Bob did not: email instead");
+    assert_eq!(
+        channel_of("+12125550143"),
+        "sms",
+        "Ada consented to texts: {outbox}"
+    );
+    assert_eq!(
+        channel_of("bob@us.example"),
+        "email",
+        "Bob did not: email instead"
+    );
     assert_eq!(channel_of("jana@de.example"), "email");
     assert_eq!(channel_of("otto@de.example"), "");
 
     let explain = ok(&engager(d, &["explain", "bob@us.example"]));
-    assert!(explain.contains("TCPA/CTIA refused: no prior express consent"), "{explain}");
+    assert!(
+        explain.contains("TCPA/CTIA refused: no prior express consent"),
+        "{explain}"
+    );
 
-    let report = json(&engager(d, &["--json", "compliance", "report", "--since", &today()]));
+    let report = json(&engager(
+        d,
+        &["--json", "compliance", "report", "--since", &today()],
+    ));
     let sends = report["sends"].as_array().unwrap();
     let sms = sends.iter().find(|s| s["channel"] == "sms").unwrap();
     assert_eq!(sms["sends"], 1);
@@ -149,7 +210,10 @@ fn consent_decides_the_channel_and_the_report_shows_the_evidence() {
     let email = sends.iter().find(|s| s["channel"] == "email").unwrap();
     assert_eq!(email["sends"], 2);
     assert_eq!(email["with_footer"], 2);
-    assert_eq!(email["with_one_click_header"], 2, "the outbox writes RFC 8058 headers");
+    assert_eq!(
+        email["with_one_click_header"], 2,
+        "the outbox writes RFC 8058 headers"
+    );
     assert_eq!(email["regimes"]["gdpr"], 1);
     assert!(report["gaps"].as_array().unwrap().is_empty(), "{report}");
     let rules: Vec<&str> = report["blocks"]
@@ -158,9 +222,15 @@ fn consent_decides_the_channel_and_the_report_shows_the_evidence() {
         .iter()
         .map(|b| b["rule"].as_str().unwrap())
         .collect();
-    assert!(rules.contains(&"TCPA/CTIA") && rules.contains(&"objection (GDPR Art. 21)"), "{rules:?}");
+    assert!(
+        rules.contains(&"TCPA/CTIA") && rules.contains(&"objection (GDPR Art. 21)"),
+        "{rules:?}"
+    );
     let table = ok(&engager(d, &["compliance", "report", "--since", &today()]));
-    assert!(table.contains("Refused by rule") && table.contains("Gaps: none"), "{table}");
+    assert!(
+        table.contains("Refused by rule") && table.contains("Gaps: none"),
+        "{table}"
+    );
 }
 
 #[test]
@@ -168,7 +238,11 @@ fn a_deceptive_campaign_is_halted_until_fixed_and_resumed() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     setup(d);
-    std::fs::write(d.join("gate.toml"), campaign("Re: our call, {{ lead.first_name }}")).unwrap();
+    std::fs::write(
+        d.join("gate.toml"),
+        campaign("Re: our call, {{ lead.first_name }}"),
+    )
+    .unwrap();
     ok(&engager(d, &["campaign", "add", "gate.toml"]));
     ok(&engager(d, &["enroll", "--campaign", "gate", "--all"]));
     let check = engager(d, &["compliance", "check"]);
@@ -177,7 +251,11 @@ fn a_deceptive_campaign_is_halted_until_fixed_and_resumed() {
     let now = now_plus(0);
     let run = engager(d, &["--json", "run", "--now", &now]);
     assert!(run.status.success());
-    assert!(String::from_utf8_lossy(&run.stderr).contains("HALTED"), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("HALTED"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     assert_eq!(json(&run)["sent"], 0);
     let report = engager(d, &["--json", "compliance", "report", "--since", &today()]);
     assert_eq!(report.status.code(), Some(2));
@@ -187,12 +265,22 @@ fn a_deceptive_campaign_is_halted_until_fixed_and_resumed() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("deceptive subject"));
     // Fixed, resumed, sent.
-    std::fs::write(d.join("gate.toml"), campaign("A question, {{ lead.first_name }}")).unwrap();
+    std::fs::write(
+        d.join("gate.toml"),
+        campaign("A question, {{ lead.first_name }}"),
+    )
+    .unwrap();
     ok(&engager(d, &["campaign", "add", "gate.toml"]));
-    ok(&engager(d, &["compliance", "resume", "gate", "--note", "subject fixed"]));
+    ok(&engager(
+        d,
+        &["compliance", "resume", "gate", "--note", "subject fixed"],
+    ));
     let later = now_plus(20);
     let run = json(&engager(d, &["--json", "run", "--now", &later]));
     assert!(run["sent"].as_u64().unwrap() >= 1, "{run}");
     let audit = ok(&engager(d, &["gdpr", "audit", "--since", "2026-01-01"]));
-    assert!(audit.contains("halt") && audit.contains("override"), "{audit}");
+    assert!(
+        audit.contains("halt") && audit.contains("override"),
+        "{audit}"
+    );
 }

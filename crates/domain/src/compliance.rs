@@ -164,7 +164,10 @@ impl ConsentRecord {
             self.obtained_at.format("%Y-%m-%d").to_string()
         };
         let mut s = if self.id > 0 {
-            format!("{} record #{} ({}, {when}", self.basis, self.id, self.source)
+            format!(
+                "{} record #{} ({}, {when}",
+                self.basis, self.id, self.source
+            )
         } else {
             format!("{} ({}, {when}", self.basis, self.source)
         };
@@ -555,7 +558,11 @@ impl Validator for Casl {
     }
     fn check(&self, input: &Input<'_>) -> Check {
         if let Some(r) = input.standing(&[Basis::Consent]) {
-            return Check::pass(Regime::Casl, format!("express consent: {}", r.describe()), Some(r.id));
+            return Check::pass(
+                Regime::Casl,
+                format!("express consent: {}", r.describe()),
+                Some(r.id),
+            );
         }
         if let Some(r) = input.standing(&[Basis::Implied]) {
             if r.obtained_at == DateTime::<Utc>::UNIX_EPOCH && r.expires_at.is_none() {
@@ -657,7 +664,11 @@ pub fn consents_from_fields(lead: &Lead, imported_at: DateTime<Utc>) -> Vec<Cons
         .unwrap_or(imported_at);
     let source = |what: &str| format!("lead field {what} ({})", lead.profile.source);
     let mut out = Vec::new();
-    let mut push = |channel: Option<Channel>, basis: Basis, src: String, reference: Option<String>, contact: Option<String>| {
+    let mut push = |channel: Option<Channel>,
+                    basis: Basis,
+                    src: String,
+                    reference: Option<String>,
+                    contact: Option<String>| {
         out.push(ConsentRecord {
             id: 0,
             lead_id: lead.id,
@@ -670,8 +681,15 @@ pub fn consents_from_fields(lead: &Lead, imported_at: DateTime<Utc>) -> Vec<Cons
             expires_at: None,
         })
     };
-    for (field, channel) in [("email_consent", Channel::Email), ("sms_consent", Channel::Sms)] {
-        if let Some(v) = custom.get(field).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+    for (field, channel) in [
+        ("email_consent", Channel::Email),
+        ("sms_consent", Channel::Sms),
+    ] {
+        if let Some(v) = custom
+            .get(field)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+        {
             if matches!(v.to_ascii_lowercase().as_str(), "no" | "false" | "0" | "n") {
                 continue;
             }
@@ -679,17 +697,36 @@ pub fn consents_from_fields(lead: &Lead, imported_at: DateTime<Utc>) -> Vec<Cons
                 Channel::Sms => lead.profile.phone.as_ref().map(|p| p.as_str().to_owned()),
                 _ => lead.profile.email.as_ref().map(|e| e.as_str().to_owned()),
             };
-            push(Some(channel), Basis::Consent, format!("{}: {v}", source(field)), None, contact);
+            push(
+                Some(channel),
+                Basis::Consent,
+                format!("{}: {v}", source(field)),
+                None,
+                contact,
+            );
         }
     }
-    if let Some(v) = custom.get("casl_implied").map(|v| v.trim()).filter(|v| !v.is_empty()) {
-        push(None, Basis::Implied, format!("{}: {v}", source("casl_implied")), None, None);
+    if let Some(v) = custom
+        .get("casl_implied")
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+    {
+        push(
+            None,
+            Basis::Implied,
+            format!("{}: {v}", source("casl_implied")),
+            None,
+            None,
+        );
     }
     if custom
         .get("lawful_basis")
         .is_some_and(|b| b.trim().eq_ignore_ascii_case("legitimate_interest"))
     {
-        let reference = custom.get("lia_reference").cloned().filter(|r| !r.trim().is_empty());
+        let reference = custom
+            .get("lia_reference")
+            .cloned()
+            .filter(|r| !r.trim().is_empty());
         push(
             None,
             Basis::LegitimateInterest,
@@ -802,8 +839,7 @@ pub fn campaign_problems(
             out.push(CampaignProblem {
                 regime: Regime::Tcpa,
                 step: Some(i),
-                problem: "no sender company or name to identify the sender in texts (CTIA)"
-                    .into(),
+                problem: "no sender company or name to identify the sender in texts (CTIA)".into(),
             });
         }
     }
@@ -813,9 +849,9 @@ pub fn campaign_problems(
 /// Whether an HTML template would hide a footer appended after it.
 fn hides_footer(html: &str) -> bool {
     let lower = html.to_ascii_lowercase();
-    let unclosed_comment = lower.rfind("<!--").is_some_and(|open| {
-        lower[open..].find("-->").is_none()
-    });
+    let unclosed_comment = lower
+        .rfind("<!--")
+        .is_some_and(|open| lower[open..].find("-->").is_none());
     // An element opened with display:none or visibility:hidden and never closed.
     let opens = |tag: &str| lower.matches(&format!("<{tag}")).count();
     let closes = |tag: &str| lower.matches(&format!("</{tag}")).count();

@@ -256,7 +256,11 @@ pub fn evidence(
         provider: provider.to_owned(),
         regimes: verdict.regimes().iter().map(|r| (*r).to_owned()).collect(),
         checks: verdict.checks.iter().map(|c| c.describe()).collect(),
-        consent_id: verdict.checks.iter().find_map(|c| c.record).filter(|id| *id > 0),
+        consent_id: verdict
+            .checks
+            .iter()
+            .find_map(|c| c.record)
+            .filter(|id| *id > 0),
         footer_postal: email
             && !config.sender.postal_address.trim().is_empty()
             && body.contains(config.sender.postal_address.as_str()),
@@ -435,9 +439,10 @@ pub async fn report(
         let Ok(gates) = serde_json::from_str::<Vec<serde_json::Value>>(&t.gates_json) else {
             continue;
         };
-        for g in gates.iter().filter(|g| {
-            g["gate"] == "compliance" && g["passed"] == serde_json::Value::Bool(false)
-        }) {
+        for g in gates
+            .iter()
+            .filter(|g| g["gate"] == "compliance" && g["passed"] == serde_json::Value::Bool(false))
+        {
             let reason = g["reason"].as_str().unwrap_or_default();
             let rule = rule_of(reason);
             let entry = blocks.entry(rule).or_default();
@@ -515,6 +520,11 @@ pub async fn page_consents(
     let mut stored = store.consents(&ids).await?;
     Ok(leads
         .iter()
-        .map(|l| (l.id, merge_consents(l, stored.remove(&l.id).unwrap_or_default())))
+        .map(|l| {
+            (
+                l.id,
+                merge_consents(l, stored.remove(&l.id).unwrap_or_default()),
+            )
+        })
         .collect())
 }

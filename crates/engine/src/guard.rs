@@ -285,6 +285,9 @@ impl SendLimiter for StoreLimiter {
     }
 }
 
+/// How long a delivery held by an account's halt waits before it is looked at again.
+const ACCOUNT_HALT_RECHECK: Duration = Duration::minutes(15);
+
 /// What the guard says about one send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -337,6 +340,12 @@ pub struct SendGuard {
     /// Channels the deliverability monitor slowed (a warning): the share of the configured
     /// rate and daily cap they keep, and why.
     slowdowns: Mutex<HashMap<Channel, (f64, String)>>,
+    /// Single accounts the deliverability monitor slowed (a warning on the account or on its
+    /// sending domain), by account name.
+    account_slowdowns: Mutex<HashMap<String, (f64, String)>>,
+    /// Accounts the deliverability monitor halted (the account or its domain), with why:
+    /// they are held like an account whose circuit is open, until a person resumes them.
+    halted_accounts: Mutex<HashMap<String, String>>,
     /// When each account last started a send, for the slowed spacing.
     last_go: Mutex<HashMap<String, DateTime<Utc>>>,
 }
@@ -358,6 +367,54 @@ impl SendGuard {
             .unwrap_or_else(|p| p.into_inner())
             .get(&channel)
             .cloned()
+    }
+
+    /// Slows single accounts (by account name, `channel:provider[:identity]`) the
+    /// deliverability monitor warned about, alongside the channels' slow-downs: each keeps
+    /// `factor` (0–1) of its configured rate and daily cap until the next call lifts or
+    /// changes it.
+    pub fn set_account_slowdowns(&self, slowdowns: HashMap<String, (f64, String)>) {
+        *self
+            .account_slowdowns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = slowdowns
+            .into_iter()
+            .filter(|(_, (f, _))| f.is_finite() && *f > 0.0 && *f < 1.0)
+            .collect();
+    }
+
+    /// Holds the accounts the deliverability monitor halted (by account name, with why)
+    /// until the next call: [`SendGuard::admit`] answers them as if their circuit were open,
+    /// so the rotation hands new sends and sequences to another account of the channel and,
+    /// when none is left, deliveries wait.
+    pub fn set_account_halts(&self, halted: HashMap<String, String>) {
+        *self
+            .halted_accounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = halted;
+    }
+
+    /// Why an account is halted by the deliverability monitor, if it is.
+    pub fn account_halt(&self, account: &str) -> Option<String> {
+        self.halted_accounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(account)
+            .cloned()
+    }
+
+    /// The slow-down in force for an account: the stronger of its channel's and its own.
+    pub fn slowdown_of(&self, account: &str, channel: Channel) -> Option<(f64, String)> {
+        let own = self
+            .account_slowdowns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(account)
+            .cloned();
+        match (self.slowdown(channel), own) {
+            (Some(c), Some(a)) => Some(if a.0 < c.0 { a } else { c }),
+            (c, a) => c.or(a),
+        }
     }
 
     /// The spacing a slowed account keeps between sends: its configured interval ÷ factor.
@@ -390,6 +447,8 @@ impl SendGuard {
             breakers: Mutex::new(HashMap::new()),
             daily: Mutex::new(HashMap::new()),
             slowdowns: Mutex::new(HashMap::new()),
+            account_slowdowns: Mutex::new(HashMap::new()),
+            halted_accounts: Mutex::new(HashMap::new()),
             last_go: Mutex::new(HashMap::new()),
         }
     }
@@ -477,8 +536,17 @@ impl SendGuard {
                 circuit_open: true,
             };
         }
+        if let Some(why) = self.account_halt(account) {
+            return Verdict::Wait {
+                until: now + ACCOUNT_HALT_RECHECK,
+                reason: format!(
+                    "{account} is halted by the deliverability monitor ({why}); `engager deliverability resume` lifts it"
+                ),
+                circuit_open: true,
+            };
+        }
         let day = now.date_naive();
-        let slowed = self.slowdown(channel);
+        let slowed = self.slowdown_of(account, channel);
         if let Some((factor, why)) = &slowed {
             if let Some(gap) = self.slowed_gap(account, channel, *factor) {
                 let last = self
@@ -697,6 +765,58 @@ mod tests {
             n
         };
         assert_eq!(burst, 30);
+    }
+
+    #[tokio::test]
+    async fn an_account_slowdown_or_halt_touches_only_that_account() {
+        let mut limits: HashMap<Channel, AccountLimits> = HashMap::new();
+        limits.insert(
+            Channel::Email,
+            AccountLimits {
+                per_minute: Some(30),
+                ..Default::default()
+            },
+        );
+        let guard = SendGuard::new(limits, CircuitPolicy::default());
+        let (maya, sam) = ("email:graph:maya@acme.example", "email:graph:sam@acme.example");
+        guard.set_account_slowdowns(HashMap::from([(
+            maya.to_owned(),
+            (0.5, "hard bounces 2.4% above the warn level of 2%".to_owned()),
+        )]));
+        let mut went = (0, 0);
+        for at in 0..20 {
+            for (account, n) in [(maya, &mut went.0), (sam, &mut went.1)] {
+                if guard.admit(account, Channel::Email, t(at)).await == Verdict::Go {
+                    *n += 1;
+                }
+            }
+        }
+        // Maya: one send every four seconds; Sam: the configured burst of 30 per minute.
+        assert_eq!(went, (5, 20));
+        assert!(guard.slowdown(Channel::Email).is_none(), "the channel is not slowed");
+
+        guard.set_account_halts(HashMap::from([(
+            sam.to_owned(),
+            "domain acme.example: complaints 0.5%".to_owned(),
+        )]));
+        let Verdict::Wait {
+            until,
+            reason,
+            circuit_open,
+        } = guard.admit(sam, Channel::Email, t(100)).await
+        else {
+            panic!("a halted account must not send")
+        };
+        assert!(circuit_open, "held like an open circuit, so rotation moves on");
+        assert_eq!(until, t(100) + Duration::minutes(15));
+        assert!(reason.contains("halted by the deliverability monitor"), "{reason}");
+        assert_eq!(
+            guard.admit(maya, Channel::Email, t(100)).await,
+            Verdict::Go,
+            "the other account is not halted"
+        );
+        guard.set_account_halts(HashMap::new());
+        assert_eq!(guard.admit(sam, Channel::Email, t(101)).await, Verdict::Go);
     }
 
     #[tokio::test]

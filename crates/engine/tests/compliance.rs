@@ -11,15 +11,13 @@ use chrono::{DateTime, Duration, Utc};
 use engager_channels::{Accepted, ChannelSender, DeliveryError, OutgoingMessage, Sender};
 use engager_domain::compliance::{Basis, ComplianceRules, ConsentRecord};
 use engager_domain::frequency::FrequencyPolicy;
-use engager_domain::{
-    Channel, CountryCode, EmailAddress, LeadId, NewLead, PhoneE164, TimeZone,
-};
+use engager_domain::DeliveryState;
+use engager_domain::{Channel, CountryCode, EmailAddress, LeadId, NewLead, PhoneE164, TimeZone};
 use engager_engine::alerts::{AlertKind, Alerter};
 use engager_engine::dispatcher::{ChannelSet, Dispatcher};
 use engager_engine::planner::Planner;
 use engager_engine::timing::{BestTimeSettings, TimingRules};
 use engager_engine::{Catalog, EngineConfig};
-use engager_domain::DeliveryState;
 use engager_store::{DeliveryFilter, Store};
 
 const CAMPAIGN: &str = r#"
@@ -140,7 +138,12 @@ fn lead(email: &str, phone: &str, country: &str, zone: &str) -> NewLead {
     }
 }
 
-fn consent(lead: LeadId, channel: Option<Channel>, basis: Basis, at: DateTime<Utc>) -> ConsentRecord {
+fn consent(
+    lead: LeadId,
+    channel: Option<Channel>,
+    basis: Basis,
+    at: DateTime<Utc>,
+) -> ConsentRecord {
     ConsentRecord {
         id: 0,
         lead_id: lead,
@@ -179,25 +182,60 @@ async fn rules_choose_channels_and_evidence_follows_each_send(store: Arc<dyn Sto
     let config = config(rules);
     let leads = [
         // US, texts by consent: SMS.
-        lead("us.consent@example.com", "+12125550143", "US", "America/New_York"),
+        lead(
+            "us.consent@example.com",
+            "+12125550143",
+            "US",
+            "America/New_York",
+        ),
         // US without consent for texts: email instead (CAN-SPAM only).
-        lead("us.none@example.com", "+12125550144", "US", "America/New_York"),
+        lead(
+            "us.none@example.com",
+            "+12125550144",
+            "US",
+            "America/New_York",
+        ),
         // Germany, no basis at all: not contacted.
-        lead("de.none@example.de", "+4915123456789", "DE", "Europe/Berlin"),
+        lead(
+            "de.none@example.de",
+            "+4915123456789",
+            "DE",
+            "Europe/Berlin",
+        ),
         // Germany, objected: stopped for good.
-        lead("de.object@example.de", "+4915123456790", "DE", "Europe/Berlin"),
+        lead(
+            "de.object@example.de",
+            "+4915123456790",
+            "DE",
+            "Europe/Berlin",
+        ),
     ];
     let (catalog, ids) = seed(store.as_ref(), CAMPAIGN, &leads).await;
     store
-        .record_consent(&consent(ids[0], Some(Channel::Sms), Basis::Consent, t0() - Duration::days(30)))
+        .record_consent(&consent(
+            ids[0],
+            Some(Channel::Sms),
+            Basis::Consent,
+            t0() - Duration::days(30),
+        ))
         .await
         .unwrap();
     store
-        .record_consent(&consent(ids[3], None, Basis::Consent, t0() - Duration::days(30)))
+        .record_consent(&consent(
+            ids[3],
+            None,
+            Basis::Consent,
+            t0() - Duration::days(30),
+        ))
         .await
         .unwrap();
     store
-        .record_consent(&consent(ids[3], None, Basis::Objection, t0() - Duration::days(1)))
+        .record_consent(&consent(
+            ids[3],
+            None,
+            Basis::Objection,
+            t0() - Duration::days(1),
+        ))
         .await
         .unwrap();
     let report = Planner::new(store.as_ref(), &catalog, &config)
@@ -219,18 +257,30 @@ async fn rules_choose_channels_and_evidence_follows_each_send(store: Arc<dyn Sto
     assert_eq!(t.channel, Some(Channel::Email), "{t:?}");
     assert!(t.gates.iter().any(|g| g.gate == "compliance"
         && !g.passed
-        && g.reason == "sms: TCPA/CTIA refused: no prior express consent recorded for this number"));
+        && g.reason
+            == "sms: TCPA/CTIA refused: no prior express consent recorded for this number"));
     let t = last_trace(store.as_ref(), ids[2]).await;
     assert_eq!(t.outcome, "skipped");
     assert_eq!(t.code.as_deref(), Some("compliance"));
-    assert!(t.gates.iter().any(|g| !g.passed && g.reason.contains("GDPR refused: no lawful basis")));
+    assert!(t
+        .gates
+        .iter()
+        .any(|g| !g.passed && g.reason.contains("GDPR refused: no lawful basis")));
     let t = last_trace(store.as_ref(), ids[3]).await;
-    assert_eq!((t.outcome.as_str(), t.code.as_deref()), ("stopped", Some("objected")));
+    assert_eq!(
+        (t.outcome.as_str(), t.code.as_deref()),
+        ("stopped", Some("objected"))
+    );
 
     // The US lead texts STOP-like withdrawal after planning: the dispatcher cancels the text.
     let (set, email, sms) = channels("graph");
     store
-        .record_consent(&consent(ids[0], Some(Channel::Sms), Basis::Withdrawn, t0() + Duration::minutes(1)))
+        .record_consent(&consent(
+            ids[0],
+            Some(Channel::Sms),
+            Basis::Withdrawn,
+            t0() + Duration::minutes(1),
+        ))
         .await
         .unwrap();
     let sent = Dispatcher::new(store.as_ref(), &catalog, &config, &set)
@@ -268,16 +318,25 @@ async fn rules_choose_channels_and_evidence_follows_each_send(store: Arc<dyn Sto
     .unwrap();
     assert_eq!(report.sends.len(), 1, "{report:?}");
     let line = &report.sends[0];
-    assert_eq!((line.channel.as_str(), line.provider.as_str(), line.sends), ("email", "graph", 1));
+    assert_eq!(
+        (line.channel.as_str(), line.provider.as_str(), line.sends),
+        ("email", "graph", 1)
+    );
     assert_eq!(line.with_footer, 1);
     assert_eq!(line.with_one_click_header, 0);
     assert_eq!(line.regimes.get("can_spam"), Some(&1));
     assert_eq!(report.gaps.len(), 1);
-    assert!(report.gaps[0].missing.contains("no one-click header"), "{report:?}");
+    assert!(
+        report.gaps[0].missing.contains("no one-click header"),
+        "{report:?}"
+    );
     let rules_blocked: Vec<&str> = report.blocks.iter().map(|b| b.rule.as_str()).collect();
     assert!(rules_blocked.contains(&"TCPA/CTIA"), "{rules_blocked:?}");
     assert!(rules_blocked.contains(&"GDPR"), "{rules_blocked:?}");
-    assert!(rules_blocked.contains(&"objection (GDPR Art. 21)"), "{rules_blocked:?}");
+    assert!(
+        rules_blocked.contains(&"objection (GDPR Art. 21)"),
+        "{rules_blocked:?}"
+    );
     let gdpr = report.blocks.iter().find(|b| b.rule == "GDPR").unwrap();
     assert_eq!(gdpr.leads, 1);
 }
@@ -288,7 +347,12 @@ async fn a_non_compliant_campaign_halts_with_one_alert_until_resumed(store: Arc<
     let (catalog, ids) = seed(
         store.as_ref(),
         &deceptive,
-        &[lead("us.none@example.com", "+12125550144", "US", "America/New_York")],
+        &[lead(
+            "us.none@example.com",
+            "+12125550144",
+            "US",
+            "America/New_York",
+        )],
     )
     .await;
     let alerter = Alerter::log_only();
@@ -304,7 +368,11 @@ async fn a_non_compliant_campaign_halts_with_one_alert_until_resumed(store: Arc<
     let alerts = alerter.raised();
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(alerts[0].kind, AlertKind::ComplianceHalt);
-    assert!(alerts[0].summary.contains("deceptive subject"), "{}", alerts[0].summary);
+    assert!(
+        alerts[0].summary.contains("deceptive subject"),
+        "{}",
+        alerts[0].summary
+    );
     let t = last_trace(store.as_ref(), ids[0]).await;
     assert_eq!(t.code.as_deref(), Some("campaign_halted"));
     let audit = store.audit_log(t0() - Duration::days(1)).await.unwrap();

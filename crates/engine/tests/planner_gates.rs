@@ -913,6 +913,21 @@ impl engager_store::Store for NoStore {
     ) -> engager_store::StoreResult<bool> {
         unreachable!()
     }
+    async fn sending_counts_by_account(
+        &self,
+        _: DateTime<Utc>,
+    ) -> engager_store::StoreResult<Vec<engager_store::AccountSendingCounts>> {
+        unreachable!()
+    }
+    async fn account_halts(&self) -> engager_store::StoreResult<Vec<engager_store::AccountHalt>> {
+        unreachable!()
+    }
+    async fn set_account_halt(
+        &self,
+        _: &engager_store::AccountHalt,
+    ) -> engager_store::StoreResult<bool> {
+        unreachable!()
+    }
     async fn save_tracked_message(
         &self,
         _: engager_domain::DeliveryId,

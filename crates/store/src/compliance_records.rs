@@ -94,18 +94,23 @@ pub(crate) fn consent_from_parts(
     expires_at: Option<DateTime<Utc>>,
 ) -> crate::StoreResult<ConsentRecord> {
     let channel = match channel {
-        Some(c) => Some(c.parse::<Channel>().map_err(|e| crate::StoreError::Corrupt {
-            table,
-            column: "channel",
-            reason: e.to_string(),
-        })?),
+        Some(c) => Some(
+            c.parse::<Channel>()
+                .map_err(|e| crate::StoreError::Corrupt {
+                    table,
+                    column: "channel",
+                    reason: e.to_string(),
+                })?,
+        ),
         None => None,
     };
-    let basis = basis.parse().map_err(|e: String| crate::StoreError::Corrupt {
-        table,
-        column: "basis",
-        reason: e,
-    })?;
+    let basis = basis
+        .parse()
+        .map_err(|e: String| crate::StoreError::Corrupt {
+            table,
+            column: "basis",
+            reason: e,
+        })?;
     Ok(ConsentRecord {
         id,
         lead_id: LeadId(lead_id),

@@ -239,6 +239,13 @@ pub const TABLES: &[TableRule] = &[
         erase: Erase::Nothing,
     },
     TableRule {
+        table: "account_halts",
+        link: Link::None,
+        personal: &[],
+        other: &["key", "halted", "reason", "changed_by", "changed_at"],
+        erase: Erase::Nothing,
+    },
+    TableRule {
         table: "sending_halts",
         link: Link::None,
         personal: &[],

@@ -8,6 +8,7 @@
 
 mod common;
 mod compliance_records;
+mod deliverability_records;
 mod experiment_records;
 pub mod gdpr;
 mod latency;
@@ -26,6 +27,7 @@ use chrono::{DateTime, Duration, Utc};
 use engager_domain::{CampaignId, DeliveryId, LeadId, NewLead};
 
 pub use compliance_records::{CampaignHalt, ComplianceTrace, EvidenceRow, SendEvidence};
+pub use deliverability_records::{AccountHalt, AccountSendingCounts};
 pub use gdpr::{AuditEntry, ErasureReport};
 pub use latency::{LatencyHistogram, LatencyKind, LATENCY_BUCKETS_SECONDS};
 pub use experiment_records::*;
@@ -416,6 +418,17 @@ pub trait Store: Send + Sync {
     /// Halts or resumes a channel; false when it was already in that state (the first
     /// halt's reason and time are kept).
     async fn set_sending_halt(&self, halt: &SendingHalt) -> StoreResult<bool>;
+    /// [`Store::sending_counts`] per channel and sending account (`deliveries.account`), for
+    /// sends at or after `since`; sends without a recorded account come as `account: None`.
+    async fn sending_counts_by_account(
+        &self,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<AccountSendingCounts>>;
+    /// The deliverability monitor's halts and resumptions of sending accounts and domains.
+    async fn account_halts(&self) -> StoreResult<Vec<AccountHalt>>;
+    /// Halts or resumes an account or domain; false when it was already in that state (the
+    /// first halt's reason and time are kept).
+    async fn set_account_halt(&self, halt: &AccountHalt) -> StoreResult<bool>;
 
     // --- open and click tracking -----------------------------------------------------------
 

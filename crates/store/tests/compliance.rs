@@ -250,14 +250,23 @@ async fn opt_outs_are_written_back_once(store: Arc<dyn Store>) {
         .record_consent(&consent(ids[2], None, Basis::Objection, 1))
         .await
         .unwrap();
-    let pending = store.pending_opt_out_writebacks("airtable:", 10).await.unwrap();
-    assert_eq!(pending, vec![(ids[0], "recA".to_owned()), (ids[2], "recC".to_owned())]);
+    let pending = store
+        .pending_opt_out_writebacks("airtable:", 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        pending,
+        vec![(ids[0], "recA".to_owned()), (ids[2], "recC".to_owned())]
+    );
     store
         .mark_opt_outs_written_back(&[ids[0]], t0())
         .await
         .unwrap();
     assert_eq!(
-        store.pending_opt_out_writebacks("airtable:", 10).await.unwrap(),
+        store
+            .pending_opt_out_writebacks("airtable:", 10)
+            .await
+            .unwrap(),
         vec![(ids[2], "recC".to_owned())]
     );
     // Marking twice is harmless.

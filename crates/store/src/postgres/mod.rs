@@ -39,6 +39,7 @@ use crate::*;
 
 mod accounts;
 mod compliance;
+mod deliverability;
 mod gdpr;
 mod latency;
 mod experiments;
@@ -95,6 +96,14 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         13,
         include_str!("../../migrations/postgres/0013_experiments_and_replies.sql"),
+    ),
+    (
+        14,
+        include_str!("../../migrations/postgres/0014_account_halts.sql"),
+    ),
+    (
+        15,
+        include_str!("../../migrations/postgres/0015_report_index.sql"),
     ),
 ];
 
@@ -2521,6 +2530,21 @@ impl Store for PgStore {
 
     async fn set_sending_halt(&self, halt: &SendingHalt) -> StoreResult<bool> {
         self.set_sending_halt_impl(halt).await
+    }
+
+    async fn sending_counts_by_account(
+        &self,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<AccountSendingCounts>> {
+        self.sending_counts_by_account_impl(since).await
+    }
+
+    async fn account_halts(&self) -> StoreResult<Vec<AccountHalt>> {
+        self.account_halts_impl().await
+    }
+
+    async fn set_account_halt(&self, halt: &AccountHalt) -> StoreResult<bool> {
+        self.set_account_halt_impl(halt).await
     }
 
     async fn save_tracked_message(

@@ -126,8 +126,10 @@ pub(super) fn evidence_since(c: &mut Connection, since: i64) -> StoreResult<Vec<
     Ok(out)
 }
 
-
-pub(super) fn compliance_traces(c: &mut Connection, since: i64) -> StoreResult<Vec<ComplianceTrace>> {
+pub(super) fn compliance_traces(
+    c: &mut Connection,
+    since: i64,
+) -> StoreResult<Vec<ComplianceTrace>> {
     let mut stmt = c.prepare_cached(
         "SELECT lead_id, campaign_id, evaluated_at, code, gates_json FROM traces \
          WHERE evaluated_at >= ?1 AND gates_json LIKE '%\"compliance\"%' AND gates_json LIKE '%\"passed\":false%' \

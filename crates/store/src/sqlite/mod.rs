@@ -23,9 +23,11 @@ use crate::*;
 mod accounts;
 mod gdpr;
 mod compliance;
+mod deliverability;
 mod latency;
 mod experiments;
 mod report;
+pub use report::report_facts_sql_for_shell;
 mod sms;
 mod tracking;
 
@@ -64,6 +66,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
         13,
         include_str!("../../migrations/sqlite/0013_experiments_and_replies.sql"),
     ),
+    (14, include_str!("../../migrations/sqlite/0014_account_halts.sql")),
+    (15, include_str!("../../migrations/sqlite/0015_report_index.sql")),
 ];
 
 /// A store on a SQLite file.
@@ -2308,6 +2312,25 @@ impl Store for SqliteStore {
     async fn set_sending_halt(&self, halt: &SendingHalt) -> StoreResult<bool> {
         let halt = halt.clone();
         self.run(move |c| report::set_sending_halt(c, &halt)).await
+    }
+
+    async fn sending_counts_by_account(
+        &self,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<AccountSendingCounts>> {
+        let since = ms(since);
+        self.run(move |c| deliverability::sending_counts_by_account(c, since))
+            .await
+    }
+
+    async fn account_halts(&self) -> StoreResult<Vec<AccountHalt>> {
+        self.run(deliverability::account_halts).await
+    }
+
+    async fn set_account_halt(&self, halt: &AccountHalt) -> StoreResult<bool> {
+        let halt = halt.clone();
+        self.run(move |c| deliverability::set_account_halt(c, &halt))
+            .await
     }
 
     async fn save_tracked_message(
