@@ -30,6 +30,7 @@
 
 pub mod dashboard;
 pub mod latency;
+mod api;
 mod metrics;
 mod pages;
 mod tracking;
@@ -244,6 +245,7 @@ pub fn router(state: ServerState) -> Router {
         .route(metrics::METRICS_PATH, get(metrics::metrics))
         .route(TWILIO_STATUS_PATH, post(twilio::status))
         .route(TWILIO_INBOUND_PATH, post(twilio::inbound))
+        .route(api::CONVERSIONS_PATH, post(api::conversion))
         .route(
             &format!("{UNSUBSCRIBE_PREFIX}{{token}}"),
             get(unsubscribe::show).post(unsubscribe::one_click),

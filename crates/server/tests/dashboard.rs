@@ -582,6 +582,72 @@ async fn metrics_have_latency_histograms(store: Arc<dyn Store>) {
     assert!(!text.contains("engager_send_delay_seconds_count{channel=\"sms\"}"));
 }
 
+fn api(token: Option<&str>, body: &str) -> Request<Body> {
+    let mut r = Request::post("/api/v1/conversions").header(header::CONTENT_TYPE, "application/json");
+    if let Some(t) = token {
+        r = r.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    r.body(Body::from(body.to_owned())).unwrap()
+}
+
+/// The conversions API: admin token required, bad bodies named, a conversion recorded once
+/// per external id, and it counts like `engager convert`.
+async fn the_conversions_api_records_a_conversion_once(store: Arc<dyn Store>) {
+    let ids = seed(store.as_ref()).await;
+    let without = app(Arc::clone(&store), false);
+    let (code, _, _) = call(&without, api(Some(ADMIN), r#"{"lead": 1}"#)).await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "disabled without an admin token");
+    let app = app(Arc::clone(&store), true);
+    let (code, headers, _) = call(&app, api(None, r#"{"lead": 1}"#)).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer");
+    let (code, _, _) = call(&app, api(Some("wrong-token-wrong-token-wrong-token"), r#"{"lead": 1}"#)).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    for (body, field) in [
+        ("not json", "(body)"),
+        ("[1]", "(body)"),
+        (r#"{"value": 5}"#, "lead"),
+        (r#"{"lead": true}"#, "lead"),
+        (r#"{"lead": 1, "value": -3}"#, "value"),
+        (r#"{"lead": 1, "value": "ten"}"#, "value"),
+        (r#"{"lead": 1, "amount": 10}"#, "amount"),
+        (r#"{"lead": 1, "kind": 7}"#, "kind"),
+    ] {
+        let (code, _, text) = call(&app, api(Some(ADMIN), body)).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{body}: {text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["field"], field, "{body}: {text}");
+    }
+    let (code, _, _) = call(&app, api(Some(ADMIN), r#"{"lead": 999999}"#)).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    let before = store.events_for_lead(ids[1]).await.unwrap().len();
+    let body = r#"{"lead": "P1@example.com", "value": 1200.5, "kind": "meeting", "external_id": "crm-9"}"#;
+    let (code, _, text) = call(&app, api(Some(ADMIN), body)).await;
+    assert_eq!(code, StatusCode::CREATED, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["lead_id"], ids[1].0);
+    assert_eq!(v["duplicate"], false);
+    // The CRM retries: nothing new.
+    let (code, _, text) = call(&app, api(Some(ADMIN), body)).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(text.contains("\"duplicate\":true"), "{text}");
+    let events = store.events_for_lead(ids[1]).await.unwrap();
+    assert_eq!(events.len(), before + 1);
+    let conversion = events.iter().find(|e| e.event.kind == EventKind::Converted).unwrap();
+    assert_eq!(conversion.event.source, "api");
+    assert!(conversion.event.detail.contains("1200.5") && conversion.event.detail.contains("meeting"));
+    // Reports count it.
+    let facts = store
+        .report_facts(&ReportQuery {
+            campaign: None,
+            since: t0() - Duration::days(1),
+            until: t0() + Duration::days(30),
+        })
+        .await
+        .unwrap();
+    assert_eq!(facts.conversions.iter().filter(|c| c.lead_id == ids[1]).count(), 1);
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -611,7 +677,8 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     pages_show_the_reports_figures,
-    metrics_have_latency_histograms
+    metrics_have_latency_histograms,
+    the_conversions_api_records_a_conversion_once
 );
 
 #[tokio::test]

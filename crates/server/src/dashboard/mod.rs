@@ -18,7 +18,7 @@
 // The error of the page helpers is the answer itself (a login redirect, a 401, an error page).
 #![allow(clippy::result_large_err)]
 
-mod auth;
+pub(crate) mod auth;
 mod compliance;
 mod html;
 mod pages;
