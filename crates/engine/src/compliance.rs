@@ -256,11 +256,8 @@ pub fn evidence(
         provider: provider.to_owned(),
         regimes: verdict.regimes().iter().map(|r| (*r).to_owned()).collect(),
         checks: verdict.checks.iter().map(|c| c.describe()).collect(),
-        consent_id: verdict
-            .checks
-            .iter()
-            .find_map(|c| c.record)
-            .filter(|id| *id > 0),
+        // 0: a consent read from the lead's own imported fields.
+        consent_id: verdict.checks.iter().find_map(|c| c.record),
         footer_postal: email
             && !config.sender.postal_address.trim().is_empty()
             && body.contains(config.sender.postal_address.as_str()),

@@ -20,7 +20,7 @@ pub struct SendEvidence {
     pub regimes: Vec<String>,
     /// Each check as "REGIME: reason", the consent records named in them.
     pub checks: Vec<String>,
-    /// The consent record relied on, if one was.
+    /// The consent record relied on, if one was (0: the lead's own imported consent fields).
     pub consent_id: Option<i64>,
     /// The footer carries the postal address (emails).
     pub footer_postal: bool,
