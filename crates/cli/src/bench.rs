@@ -30,6 +30,9 @@ pub enum BenchCommand {
         /// Turn the best-time model off (the window's first open instant), to measure its cost.
         #[arg(long)]
         no_best_time: bool,
+        /// Turn the compliance validators off for the whole pass, to measure their cost.
+        #[arg(long)]
+        no_compliance: bool,
     },
     /// Slot computations per second of the pure timing functions, on one core.
     Timing {
@@ -84,7 +87,8 @@ pub async fn run(command: BenchCommand, json: bool) -> Result<ExitCode> {
         BenchCommand::Planner {
             leads,
             no_best_time,
-        } => planner(leads, no_best_time, json).await,
+            no_compliance,
+        } => planner(leads, no_best_time, no_compliance, json).await,
         BenchCommand::Timing { iterations } => timing(iterations, json),
         BenchCommand::Ledger { rows, postgres } => ledger(rows, postgres, json).await,
         BenchCommand::Quickstart => quickstart(json).await,
@@ -229,12 +233,20 @@ fn defer(due: &DueEnrollment, now: DateTime<Utc>) -> Evaluation {
     }
 }
 
-async fn planner(leads: usize, no_best_time: bool, json: bool) -> Result<ExitCode> {
+async fn planner(
+    leads: usize,
+    no_best_time: bool,
+    no_compliance: bool,
+    json: bool,
+) -> Result<ExitCode> {
     let dir = tempfile::tempdir()?;
     let store =
         engager_store::open(&format!("sqlite:{}", dir.path().join("bench.db").display())).await?;
     let mut config = bench_config()?;
     config.timing.best_time.enabled = !no_best_time;
+    if no_compliance {
+        config.compliance.validators.clear();
+    }
     let now = DateTime::parse_from_rfc3339("2026-03-03T15:00:00Z")?.with_timezone(&Utc);
     eprintln!("Seeding {leads} leads…");
     seed(store.as_ref(), leads, now).await?;
