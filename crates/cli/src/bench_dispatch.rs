@@ -102,8 +102,10 @@ async fn measure(rows: usize, mode: Mode, n: usize, dir: &std::path::Path) -> Re
         let accounts: Vec<Arc<dyn ChannelSender>> = ["maya@acme.example", "sam@acme.example"]
             .into_iter()
             .map(|a| {
-                Arc::new(engager_engine::accounts::AccountSender::new(provider.clone(), a))
-                    as Arc<dyn ChannelSender>
+                Arc::new(engager_engine::accounts::AccountSender::new(
+                    provider.clone(),
+                    a,
+                )) as Arc<dyn ChannelSender>
             })
             .collect();
         ChannelSet::new().with_accounts(accounts)
@@ -126,7 +128,12 @@ async fn measure(rows: usize, mode: Mode, n: usize, dir: &std::path::Path) -> Re
         let own = channels
             .accounts(Channel::Email)
             .iter()
-            .map(|s| (SendGuard::account(Channel::Email, s.name()), limits[&Channel::Email].clone()))
+            .map(|s| {
+                (
+                    SendGuard::account(Channel::Email, s.name()),
+                    limits[&Channel::Email].clone(),
+                )
+            })
             .collect();
         guard = guard.with_account_limits(own);
     }

@@ -624,7 +624,9 @@ async fn run(app: App, config: Option<&Path>, args: RunArgs, json: bool) -> Resu
         .with_alerts(&alerter);
     let plan = planner.plan_due(now, args.limit, args.dry_run).await?;
     for (id, reason) in planner.halted_campaigns() {
-        let slug = catalog.get(id).map_or_else(|| id.to_string(), |c| c.slug.clone());
+        let slug = catalog
+            .get(id)
+            .map_or_else(|| id.to_string(), |c| c.slug.clone());
         eprintln!("Campaign {slug} is HALTED for compliance: {reason}. Fix it, then run `engager compliance resume {slug}`.");
     }
     let ai_counts = ai.as_ref().map(|a| a.counts());
@@ -1074,7 +1076,8 @@ async fn status(app: &App, json: bool) -> Result<ExitCode> {
                     None => a.circuit.clone(),
                 },
                 a.sent_today.to_string(),
-                a.cap_today.map_or_else(|| "no cap".into(), |c| c.to_string()),
+                a.cap_today
+                    .map_or_else(|| "no cap".into(), |c| c.to_string()),
                 a.cap_today.map_or_else(
                     || "no cap".into(),
                     |c| u64::from(c).saturating_sub(a.sent_today).to_string(),
@@ -1545,7 +1548,9 @@ pub async fn push_to_airtable(
             .collect();
         total += client.write_back(&updates).await?;
         let ids: Vec<_> = pending.iter().map(|(lead, _)| *lead).collect();
-        store.mark_opt_outs_written_back(&ids, SystemClock.now()).await?;
+        store
+            .mark_opt_outs_written_back(&ids, SystemClock.now())
+            .await?;
     }
     Ok(total)
 }
@@ -1626,7 +1631,11 @@ async fn airtable(app: &App, command: AirtableCommand, json: bool) -> Result<Exi
                     println!(
                         "Conversions from Airtable statuses: {} {}, {} already recorded{}.",
                         converted.recorded,
-                        if dry_run { "would be recorded" } else { "recorded" },
+                        if dry_run {
+                            "would be recorded"
+                        } else {
+                            "recorded"
+                        },
                         converted.already,
                         if converted.unknown.is_empty() {
                             String::new()

@@ -97,12 +97,19 @@ pub async fn run(app: &App, command: DeliveriesCommand, json: bool) -> Result<Ex
                     "left_today": a.cap_today.map(|c| u64::from(c).saturating_sub(a.sent_today)),
                 })).collect::<Vec<_>>()));
             } else {
-                let mut t = table(&["Account", "Sent today", "Cap today", "Left today", "Circuit"]);
+                let mut t = table(&[
+                    "Account",
+                    "Sent today",
+                    "Cap today",
+                    "Left today",
+                    "Circuit",
+                ]);
                 for a in &accounts {
                     t.add_row(vec![
                         a.account.clone(),
                         a.sent_today.to_string(),
-                        a.cap_today.map_or_else(|| "no cap".into(), |c| c.to_string()),
+                        a.cap_today
+                            .map_or_else(|| "no cap".into(), |c| c.to_string()),
                         a.cap_today.map_or_else(
                             || "no cap".into(),
                             |c| u64::from(c).saturating_sub(a.sent_today).to_string(),

@@ -124,7 +124,9 @@ impl ComplianceSettings {
         for v in &self.validators {
             let r = v
                 .parse::<engager_domain::compliance::Regime>()
-                .map_err(|e| anyhow!("invalid configuration at key `compliance.validators`: {e}"))?;
+                .map_err(|e| {
+                    anyhow!("invalid configuration at key `compliance.validators`: {e}")
+                })?;
             if !validators.contains(&r) {
                 validators.push(r);
             }
@@ -400,7 +402,10 @@ impl std::fmt::Debug for LinkSettings {
             .field("public_base_url", &self.public_base_url)
             .field("unsubscribe_mailto", &self.unsubscribe_mailto)
             .field("secret", &"[redacted]")
-            .field("previous_secrets", &format!("[{} redacted]", self.previous_secrets.len()))
+            .field(
+                "previous_secrets",
+                &format!("[{} redacted]", self.previous_secrets.len()),
+            )
             .finish()
     }
 }

@@ -45,7 +45,10 @@ fn project(dir: &Path, base_url: &str) {
         .unwrap()
         .replace("max_jitter_minutes = 90", "max_jitter_minutes = 0")
         // The company documented its legitimate interest (GDPR) for B2B email to EU leads.
-        .replace("# legitimate_interest_reference = ", "legitimate_interest_reference = ")
+        .replace(
+            "# legitimate_interest_reference = ",
+            "legitimate_interest_reference = ",
+        )
         .replace(
             "enabled = false\nbase_url = \"https://api.openai.com/v1\"",
             &format!("enabled = true\nbase_url = \"{base_url}\""),

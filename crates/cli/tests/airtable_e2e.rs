@@ -157,15 +157,20 @@ async fn sync_send_and_write_back_like_the_original_engager() {
 
     // Max unsubscribes (here recorded by hand; the link, STOP or an inbox reply do the same):
     // the next push marks his record, once, and leaves Date Messaged as it was.
-    assert!(engager(d, &["event", "max@northwind.example", "unsubscribed"])
-        .status
-        .success());
+    assert!(
+        engager(d, &["event", "max@northwind.example", "unsubscribed"])
+            .status
+            .success()
+    );
     let pushed = ok_json(engager(d, &["airtable", "push", "--json"]));
     assert_eq!(pushed["written_back"], 1, "{pushed}");
     let max = fake.record("rec002").unwrap();
     assert_eq!(max.fields["Engagement_Status"], "Unsubscribed");
     assert_eq!(max.fields["Date Messaged"], today.as_str());
-    assert_eq!(fake.record("rec001").unwrap().fields["Engagement_Status"], "Sent");
+    assert_eq!(
+        fake.record("rec001").unwrap().fields["Engagement_Status"],
+        "Sent"
+    );
     let pushed = ok_json(engager(d, &["airtable", "push", "--json"]));
     assert_eq!(pushed["written_back"], 0, "an opt-out is written back once");
 }

@@ -243,7 +243,10 @@ fn configured(dir: &Path) {
         .unwrap()
         .replace("max_jitter_minutes = 90", "max_jitter_minutes = 0")
         // The company documented its legitimate interest (GDPR) for B2B email to EU leads.
-        .replace("# legitimate_interest_reference = ", "legitimate_interest_reference = ");
+        .replace(
+            "# legitimate_interest_reference = ",
+            "legitimate_interest_reference = ",
+        );
     std::fs::write(dir.join("engager.toml"), cfg).unwrap();
 }
 

@@ -97,7 +97,10 @@ fn inbox_poll_and_run_record_replies_once() {
         .unwrap()
         .replace("max_jitter_minutes = 90", "max_jitter_minutes = 0")
         // The company documented its legitimate interest (GDPR) for B2B email to UK leads.
-        .replace("# legitimate_interest_reference = ", "legitimate_interest_reference = ")
+        .replace(
+            "# legitimate_interest_reference = ",
+            "legitimate_interest_reference = ",
+        )
         .replace(
             "stop_company_on_reply = false",
             "stop_company_on_reply = true",
@@ -209,7 +212,10 @@ fn the_daemon_reads_the_mailbox_every_poll_interval() {
         .unwrap()
         .replace("max_jitter_minutes = 90", "max_jitter_minutes = 0")
         // The company documented its legitimate interest (GDPR) for B2B email to UK leads.
-        .replace("# legitimate_interest_reference = ", "legitimate_interest_reference = ")
+        .replace(
+            "# legitimate_interest_reference = ",
+            "legitimate_interest_reference = ",
+        )
         .replace("poll_interval_seconds = 300", "poll_interval_seconds = 1");
     std::fs::write(
         &path,

@@ -265,7 +265,10 @@ async fn an_experiment_splits_leads_and_judges_the_variants() {
         .unwrap()
         .replace("max_jitter_minutes = 90", "max_jitter_minutes = 0")
         // The company documented its legitimate interest (GDPR) for B2B email to EU leads.
-        .replace("# legitimate_interest_reference = ", "legitimate_interest_reference = ");
+        .replace(
+            "# legitimate_interest_reference = ",
+            "legitimate_interest_reference = ",
+        );
     std::fs::write(d.join("engager.toml"), cfg).unwrap();
     std::fs::write(
         d.join("ab.toml"),

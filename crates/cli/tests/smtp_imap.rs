@@ -54,7 +54,10 @@ fn configure(dir: &Path, sections: &str) -> PathBuf {
         .unwrap()
         .replace("max_jitter_minutes = 90", "max_jitter_minutes = 0")
         // The company documented its legitimate interest (GDPR) for B2B email to EU leads.
-        .replace("# legitimate_interest_reference = ", "legitimate_interest_reference = ");
+        .replace(
+            "# legitimate_interest_reference = ",
+            "legitimate_interest_reference = ",
+        );
     std::fs::write(&path, format!("{config}\n{sections}")).unwrap();
     path
 }

@@ -75,7 +75,10 @@ fn setup(dir: &Path, first: (&str, &str), second: (&str, &str)) {
         .unwrap()
         .replace("max_jitter_minutes = 90", "max_jitter_minutes = 0")
         // The company documented its legitimate interest (GDPR) for B2B email to EU leads.
-        .replace("# legitimate_interest_reference = ", "legitimate_interest_reference = ");
+        .replace(
+            "# legitimate_interest_reference = ",
+            "legitimate_interest_reference = ",
+        );
     std::fs::write(&path, config).unwrap();
     std::fs::write(dir.join("leads.csv"), LEADS).unwrap();
     ok(&engager(dir, &["import", "leads.csv"]));

@@ -340,10 +340,20 @@ mod tests {
     #[test]
     fn wilson_bounds_contain_the_rate_at_the_extremes() {
         for n in [1u64, 3, 7, 10, 49, 100, 1000] {
-            let none = Proportion { successes: 0, trials: n }.wilson(0.95).unwrap();
+            let none = Proportion {
+                successes: 0,
+                trials: n,
+            }
+            .wilson(0.95)
+            .unwrap();
             assert_eq!(none.low, 0.0, "n = {n}");
             assert!(none.high > 0.0);
-            let all = Proportion { successes: n, trials: n }.wilson(0.95).unwrap();
+            let all = Proportion {
+                successes: n,
+                trials: n,
+            }
+            .wilson(0.95)
+            .unwrap();
             assert_eq!(all.high, 1.0, "n = {n}");
             assert!(all.low < 1.0);
         }

@@ -380,12 +380,14 @@ pub fn parse_campaign(
                     metric: match e.metric.as_deref().map(str::trim) {
                         None | Some("positive-replies") => ExperimentMetric::PositiveReplies,
                         Some("conversions") => ExperimentMetric::Conversions,
-                        Some(other) => return Err(invalid(
-                            key("experiment.metric"),
-                            format!(
+                        Some(other) => {
+                            return Err(invalid(
+                                key("experiment.metric"),
+                                format!(
                                 "expected \"positive-replies\" or \"conversions\", got {other:?}"
                             ),
-                        )),
+                            ))
+                        }
                     },
                     min_sample: e.min_sample.unwrap_or(d.min_sample),
                     alpha: e.alpha.unwrap_or(d.alpha),

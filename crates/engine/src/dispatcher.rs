@@ -286,8 +286,7 @@ impl<'a> Dispatcher<'a> {
                     );
                 }
             }
-            crate::accounts::seed_rotated(self.store, self.channels, guard, day_start, now)
-                .await?;
+            crate::accounts::seed_rotated(self.store, self.channels, guard, day_start, now).await?;
         }
         report.reconciled = self.reconcile_unknown(now).await?;
         if report.recovered.unknown > 0 {

@@ -502,7 +502,12 @@ impl SendGuard {
     }
 
     /// How many more sends an account's daily cap allows today (`None`: no cap).
-    pub fn remaining_today(&self, account: &str, channel: Channel, now: DateTime<Utc>) -> Option<u64> {
+    pub fn remaining_today(
+        &self,
+        account: &str,
+        channel: Channel,
+        now: DateTime<Utc>,
+    ) -> Option<u64> {
         let cap = self.account_cap_on(account, channel, now.date_naive())?;
         Some(u64::from(cap).saturating_sub(self.sent_today(account, now)))
     }
@@ -567,12 +572,13 @@ impl SendGuard {
                 }
             }
         }
-        if let Some(cap) = self.account_cap_on(account, channel, day).map(|cap| {
-            match &slowed {
+        if let Some(cap) = self
+            .account_cap_on(account, channel, day)
+            .map(|cap| match &slowed {
                 Some((factor, _)) => ((f64::from(cap) * factor).floor() as u32).max(1),
                 None => cap,
-            }
-        }) {
+            })
+        {
             let daily = self.daily.lock().unwrap_or_else(|p| p.into_inner());
             let sent = daily
                 .get(account)
@@ -697,8 +703,7 @@ impl SendGuard {
                         .get(a)
                         .filter(|(d, _)| *d == now.date_naive())
                         .map_or(0, |(_, n)| *n),
-                    cap_today: channel
-                        .and_then(|c| self.account_cap_on(a, c, now.date_naive())),
+                    cap_today: channel.and_then(|c| self.account_cap_on(a, c, now.date_naive())),
                 }
             })
             .collect()
@@ -727,7 +732,10 @@ mod tests {
         let guard = SendGuard::new(limits, CircuitPolicy::default());
         guard.set_slowdowns(HashMap::from([(
             Channel::Email,
-            (0.5, "hard bounces 2.4% above the warn level of 2%".to_owned()),
+            (
+                0.5,
+                "hard bounces 2.4% above the warn level of 2%".to_owned(),
+            ),
         )]));
         // Half of 30/min: one send every four seconds, no burst.
         let mut went = Vec::new();
@@ -778,10 +786,16 @@ mod tests {
             },
         );
         let guard = SendGuard::new(limits, CircuitPolicy::default());
-        let (maya, sam) = ("email:graph:maya@acme.example", "email:graph:sam@acme.example");
+        let (maya, sam) = (
+            "email:graph:maya@acme.example",
+            "email:graph:sam@acme.example",
+        );
         guard.set_account_slowdowns(HashMap::from([(
             maya.to_owned(),
-            (0.5, "hard bounces 2.4% above the warn level of 2%".to_owned()),
+            (
+                0.5,
+                "hard bounces 2.4% above the warn level of 2%".to_owned(),
+            ),
         )]));
         let mut went = (0, 0);
         for at in 0..20 {
@@ -793,7 +807,10 @@ mod tests {
         }
         // Maya: one send every four seconds; Sam: the configured burst of 30 per minute.
         assert_eq!(went, (5, 20));
-        assert!(guard.slowdown(Channel::Email).is_none(), "the channel is not slowed");
+        assert!(
+            guard.slowdown(Channel::Email).is_none(),
+            "the channel is not slowed"
+        );
 
         guard.set_account_halts(HashMap::from([(
             sam.to_owned(),
@@ -807,9 +824,15 @@ mod tests {
         else {
             panic!("a halted account must not send")
         };
-        assert!(circuit_open, "held like an open circuit, so rotation moves on");
+        assert!(
+            circuit_open,
+            "held like an open circuit, so rotation moves on"
+        );
         assert_eq!(until, t(100) + Duration::minutes(15));
-        assert!(reason.contains("halted by the deliverability monitor"), "{reason}");
+        assert!(
+            reason.contains("halted by the deliverability monitor"),
+            "{reason}"
+        );
         assert_eq!(
             guard.admit(maya, Channel::Email, t(100)).await,
             Verdict::Go,

@@ -650,13 +650,8 @@ impl<'a> Planner<'a> {
             } else if let Some(b) = blocked(*channel) {
                 Some(b)
             } else if let Some(refusal) = {
-                let v = engager_domain::compliance::check(
-                    &self.rules,
-                    lead,
-                    *channel,
-                    consents,
-                    now,
-                );
+                let v =
+                    engager_domain::compliance::check(&self.rules, lead, *channel, consents, now);
                 let refusal = (!v.allowed()).then(|| {
                     v.failures()
                         .map(|c| c.describe())

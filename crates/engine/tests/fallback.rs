@@ -113,10 +113,13 @@ async fn seed(store: &dyn Store, n: usize, definition: &str) -> Vec<LeadId> {
             country: Some(CountryCode::parse("GB").unwrap()),
             time_zone: Some(TimeZone::parse("Europe/London").unwrap()),
             // Both channels by consent (GDPR for these UK leads; TCPA for texts).
-            custom: [("email_consent", "signup form"), ("sms_consent", "signup form")]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
+            custom: [
+                ("email_consent", "signup form"),
+                ("sms_consent", "signup form"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
             source: "test".into(),
             ..NewLead::default()
         })

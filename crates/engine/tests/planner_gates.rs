@@ -823,7 +823,10 @@ impl engager_store::Store for NoStore {
     > {
         unreachable!()
     }
-    async fn record_evidence(&self, _: &engager_store::SendEvidence) -> engager_store::StoreResult<()> {
+    async fn record_evidence(
+        &self,
+        _: &engager_store::SendEvidence,
+    ) -> engager_store::StoreResult<()> {
         unreachable!()
     }
     async fn evidence_since(
@@ -947,7 +950,9 @@ impl engager_store::Store for NoStore {
     async fn tracking_targets(
         &self,
         _: &[engager_domain::DeliveryId],
-    ) -> engager_store::StoreResult<std::collections::HashMap<engager_domain::DeliveryId, engager_store::TrackingTarget>> {
+    ) -> engager_store::StoreResult<
+        std::collections::HashMap<engager_domain::DeliveryId, engager_store::TrackingTarget>,
+    > {
         unreachable!()
     }
     async fn record_tracking_events(
@@ -1100,7 +1105,9 @@ impl engager_store::Store for NoStore {
     async fn pause_account(&self, _: &str, _: DateTime<Utc>) -> engager_store::StoreResult<()> {
         unreachable!()
     }
-    async fn variant_counts(&self) -> engager_store::StoreResult<Vec<engager_store::VariantCountRow>> {
+    async fn variant_counts(
+        &self,
+    ) -> engager_store::StoreResult<Vec<engager_store::VariantCountRow>> {
         unreachable!()
     }
     async fn variant_assignments(

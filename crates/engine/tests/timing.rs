@@ -107,10 +107,13 @@ fn lead(country: &str, city: Option<&str>, phone: Option<&str>, linkedin: bool) 
             country: Some(CountryCode::parse(country).unwrap()),
             city: city.map(str::to_owned),
             // Opted in to email and texts (the compliance gate's tests are elsewhere).
-            custom: [("email_consent", "signup form"), ("sms_consent", "signup form")]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
+            custom: [
+                ("email_consent", "signup form"),
+                ("sms_consent", "signup form"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
             source: "test".into(),
             ..NewLead::default()
         },

@@ -26,7 +26,10 @@ pub const CONVERSIONS_PATH: &str = "/api/v1/conversions";
 fn answer(code: StatusCode, body: Value) -> Response {
     (
         code,
-        [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")],
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
         body.to_string(),
     )
         .into_response()
@@ -85,7 +88,10 @@ pub(crate) async fn conversion(
         .as_object()
         .and_then(|o| o.keys().find(|k| !known.contains(&k.as_str())))
     {
-        return bad(k, &format!("unknown field; expected one of {}", known.join(", ")));
+        return bad(
+            k,
+            &format!("unknown field; expected one of {}", known.join(", ")),
+        );
     }
     let value = match &body["value"] {
         Value::Null => None,
@@ -103,7 +109,11 @@ pub(crate) async fn conversion(
             _ => Err(bad(name, "expected a string")),
         }
     };
-    let (kind, note, external_id) = match (text("kind", 64), text("note", 2000), text("external_id", 200)) {
+    let (kind, note, external_id) = match (
+        text("kind", 64),
+        text("note", 2000),
+        text("external_id", 200),
+    ) {
         (Ok(k), Ok(n), Ok(e)) => (k, n, e),
         (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
     };
@@ -113,7 +123,10 @@ pub(crate) async fn conversion(
             None => return bad("lead", "expected a lead id or an email address"),
         },
         Value::String(email) if email.contains('@') => {
-            state.store.lead_by_email(&email.trim().to_lowercase()).await
+            state
+                .store
+                .lead_by_email(&email.trim().to_lowercase())
+                .await
         }
         Value::Null => return bad("lead", "required: the lead's id or email address"),
         _ => return bad("lead", "expected a lead id or an email address"),

@@ -28,9 +28,9 @@
 
 #![forbid(unsafe_code)]
 
+mod api;
 pub mod dashboard;
 pub mod latency;
-mod api;
 mod metrics;
 mod pages;
 mod tracking;

@@ -583,7 +583,8 @@ async fn metrics_have_latency_histograms(store: Arc<dyn Store>) {
 }
 
 fn api(token: Option<&str>, body: &str) -> Request<Body> {
-    let mut r = Request::post("/api/v1/conversions").header(header::CONTENT_TYPE, "application/json");
+    let mut r =
+        Request::post("/api/v1/conversions").header(header::CONTENT_TYPE, "application/json");
     if let Some(t) = token {
         r = r.header(header::AUTHORIZATION, format!("Bearer {t}"));
     }
@@ -596,12 +597,23 @@ async fn the_conversions_api_records_a_conversion_once(store: Arc<dyn Store>) {
     let ids = seed(store.as_ref()).await;
     let without = app(Arc::clone(&store), false);
     let (code, _, _) = call(&without, api(Some(ADMIN), r#"{"lead": 1}"#)).await;
-    assert_eq!(code, StatusCode::NOT_FOUND, "disabled without an admin token");
+    assert_eq!(
+        code,
+        StatusCode::NOT_FOUND,
+        "disabled without an admin token"
+    );
     let app = app(Arc::clone(&store), true);
     let (code, headers, _) = call(&app, api(None, r#"{"lead": 1}"#)).await;
     assert_eq!(code, StatusCode::UNAUTHORIZED);
     assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer");
-    let (code, _, _) = call(&app, api(Some("wrong-token-wrong-token-wrong-token"), r#"{"lead": 1}"#)).await;
+    let (code, _, _) = call(
+        &app,
+        api(
+            Some("wrong-token-wrong-token-wrong-token"),
+            r#"{"lead": 1}"#,
+        ),
+    )
+    .await;
     assert_eq!(code, StatusCode::UNAUTHORIZED);
     for (body, field) in [
         ("not json", "(body)"),
@@ -621,7 +633,8 @@ async fn the_conversions_api_records_a_conversion_once(store: Arc<dyn Store>) {
     let (code, _, _) = call(&app, api(Some(ADMIN), r#"{"lead": 999999}"#)).await;
     assert_eq!(code, StatusCode::NOT_FOUND);
     let before = store.events_for_lead(ids[1]).await.unwrap().len();
-    let body = r#"{"lead": "P1@example.com", "value": 1200.5, "kind": "meeting", "external_id": "crm-9"}"#;
+    let body =
+        r#"{"lead": "P1@example.com", "value": 1200.5, "kind": "meeting", "external_id": "crm-9"}"#;
     let (code, _, text) = call(&app, api(Some(ADMIN), body)).await;
     assert_eq!(code, StatusCode::CREATED, "{text}");
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -633,9 +646,14 @@ async fn the_conversions_api_records_a_conversion_once(store: Arc<dyn Store>) {
     assert!(text.contains("\"duplicate\":true"), "{text}");
     let events = store.events_for_lead(ids[1]).await.unwrap();
     assert_eq!(events.len(), before + 1);
-    let conversion = events.iter().find(|e| e.event.kind == EventKind::Converted).unwrap();
+    let conversion = events
+        .iter()
+        .find(|e| e.event.kind == EventKind::Converted)
+        .unwrap();
     assert_eq!(conversion.event.source, "api");
-    assert!(conversion.event.detail.contains("1200.5") && conversion.event.detail.contains("meeting"));
+    assert!(
+        conversion.event.detail.contains("1200.5") && conversion.event.detail.contains("meeting")
+    );
     // Reports count it.
     let facts = store
         .report_facts(&ReportQuery {
@@ -645,7 +663,14 @@ async fn the_conversions_api_records_a_conversion_once(store: Arc<dyn Store>) {
         })
         .await
         .unwrap();
-    assert_eq!(facts.conversions.iter().filter(|c| c.lead_id == ids[1]).count(), 1);
+    assert_eq!(
+        facts
+            .conversions
+            .iter()
+            .filter(|c| c.lead_id == ids[1])
+            .count(),
+        1
+    );
 }
 
 macro_rules! on_both_backends {

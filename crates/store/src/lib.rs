@@ -16,8 +16,8 @@ pub mod postgres;
 mod records;
 mod report_records;
 mod sms_records;
-mod tracking_records;
 pub mod sqlite;
+mod tracking_records;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,9 +28,9 @@ use engager_domain::{CampaignId, DeliveryId, LeadId, NewLead};
 
 pub use compliance_records::{CampaignHalt, ComplianceTrace, EvidenceRow, SendEvidence};
 pub use deliverability_records::{AccountHalt, AccountSendingCounts};
+pub use experiment_records::*;
 pub use gdpr::{AuditEntry, ErasureReport};
 pub use latency::{LatencyHistogram, LatencyKind, LATENCY_BUCKETS_SECONDS};
-pub use experiment_records::*;
 pub use records::*;
 pub use report_records::*;
 pub use sms_records::*;
@@ -564,8 +564,11 @@ pub trait Store: Send + Sync {
     /// Reply events (all leads, or one), newest first, with their classification.
     async fn replies(&self, lead: Option<LeadId>, limit: usize) -> StoreResult<Vec<ReplyRecord>>;
     /// The lead imported from `source` with this source reference (e.g. an Airtable record).
-    async fn lead_by_source_ref(&self, source: &str, source_ref: &str)
-        -> StoreResult<Option<LeadId>>;
+    async fn lead_by_source_ref(
+        &self,
+        source: &str,
+        source_ref: &str,
+    ) -> StoreResult<Option<LeadId>>;
 
     /// Stores an AI outcome under its key; an existing entry is kept (same key, same inputs).
     async fn save_ai_cache(

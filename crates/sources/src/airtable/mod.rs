@@ -19,6 +19,6 @@ pub use config::{AirtableConfig, AirtableFieldMapping, DEFAULT_API_URL};
 pub use error::{AirtableError, ApiError};
 pub use records::{
     status_conversions, AirtableRecord, FetchReport, Ineligibility, IneligibleRecord,
-    RejectedRecord, StatusConversion,
-    CUSTOM_MESSAGE_KEY, DATE_MESSAGED_KEY, EMAIL_CONFIDENCE_KEY, ENGAGEMENT_STATUS_KEY,
+    RejectedRecord, StatusConversion, CUSTOM_MESSAGE_KEY, DATE_MESSAGED_KEY, EMAIL_CONFIDENCE_KEY,
+    ENGAGEMENT_STATUS_KEY,
 };

@@ -40,9 +40,9 @@ use crate::*;
 mod accounts;
 mod compliance;
 mod deliverability;
+mod experiments;
 mod gdpr;
 mod latency;
-mod experiments;
 mod report;
 mod sms;
 mod tracking;
@@ -2501,7 +2501,8 @@ impl Store for PgStore {
         source_prefix: &str,
         limit: usize,
     ) -> StoreResult<Vec<(LeadId, String)>> {
-        self.pending_opt_out_writebacks_impl(source_prefix, limit).await
+        self.pending_opt_out_writebacks_impl(source_prefix, limit)
+            .await
     }
 
     async fn mark_opt_outs_written_back(

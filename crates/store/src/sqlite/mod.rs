@@ -21,11 +21,11 @@ use crate::common::{
 use crate::*;
 
 mod accounts;
-mod gdpr;
 mod compliance;
 mod deliverability;
-mod latency;
 mod experiments;
+mod gdpr;
+mod latency;
 mod report;
 pub use report::report_facts_sql_for_shell;
 mod sms;
@@ -60,14 +60,26 @@ const MIGRATIONS: &[(i64, &str)] = &[
         10,
         include_str!("../../migrations/sqlite/0010_delivery_accounts.sql"),
     ),
-    (11, include_str!("../../migrations/sqlite/0011_compliance.sql")),
-    (12, include_str!("../../migrations/sqlite/0012_tracking.sql")),
+    (
+        11,
+        include_str!("../../migrations/sqlite/0011_compliance.sql"),
+    ),
+    (
+        12,
+        include_str!("../../migrations/sqlite/0012_tracking.sql"),
+    ),
     (
         13,
         include_str!("../../migrations/sqlite/0013_experiments_and_replies.sql"),
     ),
-    (14, include_str!("../../migrations/sqlite/0014_account_halts.sql")),
-    (15, include_str!("../../migrations/sqlite/0015_report_index.sql")),
+    (
+        14,
+        include_str!("../../migrations/sqlite/0014_account_halts.sql"),
+    ),
+    (
+        15,
+        include_str!("../../migrations/sqlite/0015_report_index.sql"),
+    ),
 ];
 
 /// A store on a SQLite file.
@@ -2156,7 +2168,8 @@ impl Store for SqliteStore {
     }
 
     async fn replies(&self, lead: Option<LeadId>, limit: usize) -> StoreResult<Vec<ReplyRecord>> {
-        self.run(move |c| experiments::replies(c, lead, limit)).await
+        self.run(move |c| experiments::replies(c, lead, limit))
+            .await
     }
 
     async fn lead_by_source_ref(
@@ -2233,7 +2246,8 @@ impl Store for SqliteStore {
     ) -> StoreResult<i64> {
         let record = record.clone();
         let now = ms(Utc::now());
-        self.run(move |c| compliance::record_consent(c, &record, now)).await
+        self.run(move |c| compliance::record_consent(c, &record, now))
+            .await
     }
 
     async fn consents(
@@ -2246,17 +2260,20 @@ impl Store for SqliteStore {
 
     async fn record_evidence(&self, evidence: &SendEvidence) -> StoreResult<()> {
         let evidence = evidence.clone();
-        self.run(move |c| compliance::record_evidence(c, &evidence)).await
+        self.run(move |c| compliance::record_evidence(c, &evidence))
+            .await
     }
 
     async fn evidence_since(&self, since: DateTime<Utc>) -> StoreResult<Vec<EvidenceRow>> {
         let since = ms(since);
-        self.run(move |c| compliance::evidence_since(c, since)).await
+        self.run(move |c| compliance::evidence_since(c, since))
+            .await
     }
 
     async fn compliance_traces(&self, since: DateTime<Utc>) -> StoreResult<Vec<ComplianceTrace>> {
         let since = ms(since);
-        self.run(move |c| compliance::compliance_traces(c, since)).await
+        self.run(move |c| compliance::compliance_traces(c, since))
+            .await
     }
 
     async fn campaign_halts(&self) -> StoreResult<Vec<CampaignHalt>> {
@@ -2265,7 +2282,8 @@ impl Store for SqliteStore {
 
     async fn set_campaign_halt(&self, halt: &CampaignHalt) -> StoreResult<bool> {
         let halt = halt.clone();
-        self.run(move |c| compliance::set_campaign_halt(c, &halt)).await
+        self.run(move |c| compliance::set_campaign_halt(c, &halt))
+            .await
     }
 
     async fn pending_opt_out_writebacks(
@@ -2346,7 +2364,8 @@ impl Store for SqliteStore {
     }
 
     async fn tracked_link(&self, id: DeliveryId, index: u32) -> StoreResult<Option<String>> {
-        self.run(move |c| tracking::tracked_link(c, id, index)).await
+        self.run(move |c| tracking::tracked_link(c, id, index))
+            .await
     }
 
     async fn tracking_targets(

@@ -146,7 +146,11 @@ pub(super) fn apply_sms_inbound(
         _ => None,
     };
     if let Some(basis) = basis {
-        let source = format!("text {:?} from the number (Twilio {})", inbound.body.trim(), inbound.message_sid);
+        let source = format!(
+            "text {:?} from the number (Twilio {})",
+            inbound.body.trim(),
+            inbound.message_sid
+        );
         for (lead, _) in &leads {
             tx.execute(
                 "INSERT INTO consents (lead_id, channel, basis, source, reference, contact, obtained_at, expires_at, recorded_at) \
