@@ -507,21 +507,3 @@ fn rule_of(reason: &str) -> String {
     }
     "other".into()
 }
-
-/// Leads and their consent records, for one page of the planner.
-pub async fn page_consents(
-    store: &dyn Store,
-    leads: &[&Lead],
-) -> Result<HashMap<LeadId, Vec<ConsentRecord>>, StoreError> {
-    let ids: Vec<LeadId> = leads.iter().map(|l| l.id).collect();
-    let mut stored = store.consents(&ids).await?;
-    Ok(leads
-        .iter()
-        .map(|l| {
-            (
-                l.id,
-                merge_consents(l, stored.remove(&l.id).unwrap_or_default()),
-            )
-        })
-        .collect())
-}
