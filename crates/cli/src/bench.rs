@@ -259,20 +259,29 @@ async fn planner(
     let started = Instant::now();
     let mut after: Option<engager_store::DueCursor> = None;
     let mut baseline_count = 0;
+    let mut base_phases = engager_engine::planner::PlanPhases::default();
     loop {
+        let clock = Instant::now();
         let due = store.due_enrollments(now, after, config.batch_size).await?;
+        base_phases.due += clock.elapsed();
         if due.is_empty() {
             break;
         }
         after = due.last().map(DueEnrollment::cursor);
+        let clock = Instant::now();
         let _history = store
             .contact_history(
                 &due.iter().map(|d| d.lead.id).collect::<Vec<_>>(),
                 now - config.timing.history,
             )
             .await?;
+        base_phases.context += clock.elapsed();
+        let clock = Instant::now();
         let evals: Vec<_> = due.iter().map(|d| defer(d, now)).collect();
+        base_phases.evaluate += clock.elapsed();
+        let clock = Instant::now();
         store.record_evaluations(&evals, now).await?;
+        base_phases.record += clock.elapsed();
         baseline_count += due.len();
     }
     let baseline = started.elapsed();
@@ -299,6 +308,7 @@ async fn planner(
             "leads": leads, "best_time": !no_best_time, "evaluated": report.evaluated, "planned": planned_ok, "outcomes": report.by_code,
             "seconds": full.as_secs_f64(), "leads_per_second": full_rate,
             "baseline_store_only_per_second": base_rate, "ratio_to_store_only": full_rate / base_rate,
+            "phases_seconds": phases_json(&report.phases), "baseline_phases_seconds": phases_json(&base_phases),
             "rss_before_planning_mib": rss_before as f64 / 1024.0, "rss_after_planning_mib": after_rss as f64 / 1024.0, "peak_rss_mib": peak as f64 / 1024.0,
         }));
     } else {
@@ -343,6 +353,14 @@ async fn planner(
             format!("{:.2}", full_rate / base_rate),
         ]);
         t.add_row(vec![
+            "planner phases: due · context · evaluate · record".into(),
+            phases_text(&report.phases),
+        ]);
+        t.add_row(vec![
+            "baseline phases: due · context · evaluate · record".into(),
+            phases_text(&base_phases),
+        ]);
+        t.add_row(vec![
             "RSS before → after planning".into(),
             format!(
                 "{:.1} MiB → {:.1} MiB",
@@ -357,6 +375,23 @@ async fn planner(
         println!("{t}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn phases_json(p: &engager_engine::planner::PlanPhases) -> serde_json::Value {
+    json!({
+        "due": p.due.as_secs_f64(), "context": p.context.as_secs_f64(),
+        "evaluate": p.evaluate.as_secs_f64(), "record": p.record.as_secs_f64(),
+    })
+}
+
+fn phases_text(p: &engager_engine::planner::PlanPhases) -> String {
+    format!(
+        "{:.2} · {:.2} · {:.2} · {:.2} s",
+        p.due.as_secs_f64(),
+        p.context.as_secs_f64(),
+        p.evaluate.as_secs_f64(),
+        p.record.as_secs_f64()
+    )
 }
 
 /// The planner's pure evaluation over `sample`, best time on and off, interleaved in five

@@ -55,6 +55,22 @@ pub struct PlanReport {
     pub by_code: BTreeMap<String, usize>,
     /// The deliveries planned (or that would be, in a dry run).
     pub plans: Vec<PlannedPreview>,
+    /// Where the pass spent its time.
+    pub phases: PlanPhases,
+}
+
+/// Wall time of each phase of a planning pass, summed over its pages: what `engager bench
+/// planner` prints to show where a pass goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanPhases {
+    /// Reading the due enrollments, page by page.
+    pub due: std::time::Duration,
+    /// Reading what the gates need: histories, suppressions, failed channels, assignments.
+    pub context: std::time::Duration,
+    /// Running the gates and rendering the templates (in memory).
+    pub evaluate: std::time::Duration,
+    /// Writing traces and planned deliveries.
+    pub record: std::time::Duration,
 }
 
 /// One planned delivery, for display.
@@ -228,10 +244,13 @@ impl<'a> Planner<'a> {
                 break;
             }
             let page = remaining.map_or(self.config.batch_size, |r| r.min(self.config.batch_size));
+            let clock = std::time::Instant::now();
             let due = self.store.due_enrollments(now, after, page).await?;
+            report.phases.due += clock.elapsed();
             if due.is_empty() {
                 break;
             }
+            let clock = std::time::Instant::now();
             after = due.last().map(DueEnrollment::cursor);
             let lead_ids: Vec<LeadId> = due
                 .iter()
@@ -253,8 +272,13 @@ impl<'a> Planner<'a> {
                     }
                 }
             }
-            let keys: Vec<SuppressionKey> =
-                due.iter().flat_map(|d| suppression_keys(&d.lead)).collect();
+            // Leads of one company share their domain key: each value is looked up once.
+            let keys: Vec<SuppressionKey> = due
+                .iter()
+                .flat_map(|d| suppression_keys(&d.lead))
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
             let suppressed = self.store.suppressed(&keys).await?;
             // Channels that already failed for good at a step (a fallback that had to wait):
             // the step is planned again without them.
@@ -270,6 +294,8 @@ impl<'a> Planner<'a> {
                 self.prepare_drafts(&due, &histories, &suppressed, &failed, now)
                     .await?;
             }
+            report.phases.context += clock.elapsed();
+            let clock = std::time::Instant::now();
             let mut evaluations = Vec::with_capacity(due.len());
             for d in &due {
                 let Some(campaign) = self.catalog.get(d.enrollment.campaign_id) else {
@@ -312,8 +338,11 @@ impl<'a> Planner<'a> {
                 tally(&mut report, &evaluation);
                 evaluations.push(evaluation);
             }
+            report.phases.evaluate += clock.elapsed();
             if !dry_run {
+                let clock = std::time::Instant::now();
                 self.store.record_evaluations(&evaluations, now).await?;
+                report.phases.record += clock.elapsed();
                 // Recorded deliveries are now visible to the store's touches query.
                 fresh_touches.clear();
             }

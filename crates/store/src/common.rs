@@ -158,11 +158,22 @@ impl<'a> LeadValues<'a> {
 
 /// Encodes a trace's gates as JSON for storage.
 pub(crate) fn gates_json(gates: &[GateRow]) -> String {
-    let rows: Vec<serde_json::Value> = gates
+    // Written for every evaluation: serialized straight from the rows, without a JSON tree.
+    #[derive(serde::Serialize)]
+    struct Stored<'a> {
+        gate: &'a str,
+        passed: bool,
+        reason: &'a str,
+    }
+    let rows: Vec<Stored<'_>> = gates
         .iter()
-        .map(|g| serde_json::json!({"gate": g.gate, "passed": g.passed, "reason": g.reason}))
+        .map(|g| Stored {
+            gate: &g.gate,
+            passed: g.passed,
+            reason: &g.reason,
+        })
         .collect();
-    serde_json::Value::Array(rows).to_string()
+    serde_json::to_string(&rows).unwrap_or_else(|_| "[]".to_owned())
 }
 
 /// Decodes stored gates.

@@ -105,6 +105,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         15,
         include_str!("../../migrations/postgres/0015_report_index.sql"),
     ),
+    (
+        16,
+        include_str!("../../migrations/postgres/0016_provider_ref_partial.sql"),
+    ),
 ];
 
 /// Pool size: enough for a dispatcher, a planner and a few API calls per process.

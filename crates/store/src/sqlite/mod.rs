@@ -80,12 +80,75 @@ const MIGRATIONS: &[(i64, &str)] = &[
         15,
         include_str!("../../migrations/sqlite/0015_report_index.sql"),
     ),
+    (
+        16,
+        include_str!("../../migrations/sqlite/0016_provider_ref_partial.sql"),
+    ),
 ];
 
 /// A store on a SQLite file.
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// Wakes the background checkpointer after a write (none for an in-memory database).
+    checkpoints: Option<Arc<Checkpointer>>,
+}
+
+/// Copies the write-ahead log back into the database file on a thread of its own, so that a
+/// writer's commit only appends to the log: the copy and its fsyncs (a quarter of a planning
+/// pass's time when the committing connection did them) overlap with the next page's work.
+/// The writing connection keeps an automatic checkpoint at [`WAL_SAFETY_PAGES`] as a bound
+/// on the log's size should this thread fall behind; by then it finds little left to copy.
+struct Checkpointer {
+    wake: std::sync::mpsc::SyncSender<()>,
+}
+
+/// Log size (pages of 4 KiB) at which a writing connection checkpoints by itself.
+const WAL_SAFETY_PAGES: u32 = 4000;
+/// Shortest pause between two background checkpoints, so that a burst of commits is
+/// copied in a few larger passes rather than one pass per commit.
+const CHECKPOINT_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
+impl Checkpointer {
+    fn start(path: &str) -> Option<Arc<Self>> {
+        if path == ":memory:" || path.starts_with("file::memory:") {
+            return None;
+        }
+        let conn = Connection::open(path).ok()?;
+        conn.execute_batch("PRAGMA synchronous = NORMAL;").ok()?;
+        let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                // Ends when the last handle on the store is dropped, after a final pass.
+                while woken.recv().is_ok() {
+                    // PASSIVE never waits for (nor blocks) the writer or any reader.
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::debug!(error = %e, "background checkpoint");
+                    }
+                    std::thread::sleep(CHECKPOINT_PAUSE);
+                }
+                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            })
+            .ok()?;
+        Some(Arc::new(Self { wake }))
+    }
+
+    fn wake(&self) {
+        // A full channel means a pass is already due.
+        let _ = self.wake.try_send(());
+    }
+}
+
+/// On a multi-threaded runtime, store calls run in place (the worker hands its other tasks
+/// to its peers): cheaper than a hop to the blocking pool for calls of microseconds. A
+/// current-thread runtime must not block, so there calls go to the pool.
+fn runs_in_place() -> bool {
+    matches!(
+        tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()),
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread)
+    )
 }
 
 impl SqliteStore {
@@ -93,29 +156,45 @@ impl SqliteStore {
     /// private in-memory database.
     pub async fn open(path: &str) -> StoreResult<Self> {
         let path = path.to_owned();
-        let conn = tokio::task::spawn_blocking(move || open_connection(&path))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))??;
+        let (conn, checkpoints) = tokio::task::spawn_blocking(move || {
+            open_connection(&path).map(|conn| (conn, Checkpointer::start(&path)))
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            checkpoints,
         })
     }
 
+    /// Runs `f` on the connection and wakes the checkpointer when it wrote anything.
+    fn call<T>(
+        conn: &Mutex<Connection>,
+        checkpoints: Option<&Checkpointer>,
+        f: impl FnOnce(&mut Connection) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let before = guard.total_changes();
+        let result = f(&mut guard);
+        let wrote = guard.total_changes() != before;
+        drop(guard);
+        if let (true, Some(c)) = (wrote, checkpoints) {
+            c.wake();
+        }
+        result
+    }
+
+    /// Runs `f` on the connection (a panic while it was held does not make the connection
+    /// unusable: every write is a transaction, which SQLite rolled back).
     async fn run<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
         let conn = Arc::clone(&self.conn);
-        let call = move || {
-            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            f(&mut guard)
-        };
-        // On a multi-threaded runtime, run in place (the worker hands its other tasks to its
-        // peers): cheaper than a hop to the blocking pool for calls of microseconds. A
-        // current-thread runtime must not block, so there the call goes to the pool.
-        let flavor = tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor());
-        if matches!(flavor, Ok(tokio::runtime::RuntimeFlavor::MultiThread)) {
+        let checkpoints = self.checkpoints.clone();
+        let call = move || Self::call(&conn, checkpoints.as_deref(), f);
+        if runs_in_place() {
             tokio::task::block_in_place(call)
         } else {
             tokio::task::spawn_blocking(call)
@@ -223,6 +302,8 @@ fn open_connection(path: &str) -> StoreResult<Connection> {
          PRAGMA cache_size = -65536; PRAGMA mmap_size = 268435456;",
     )
     .map_err(open_err)?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_SAFETY_PAGES)
+        .map_err(open_err)?;
     migrate(&mut conn)?;
     Ok(conn)
 }
@@ -344,11 +425,16 @@ fn apply_evaluations(
         "INSERT INTO traces (enrollment_id, campaign_id, lead_id, step_index, evaluated_at, outcome, code, channel, at, gates_json) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
+    // A step has at most one live delivery (a failed one may be followed by a fallback on
+    // another channel). The check is its own statement: an INSERT … SELECT that reads the
+    // table it writes makes SQLite stage every row in a temporary table first.
+    let mut live = tx.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM deliveries WHERE enrollment_id = ?1 AND step_index = ?2 AND state <> 'failed')",
+    )?;
     let mut plan = tx.prepare_cached(
         "INSERT INTO deliveries (enrollment_id, campaign_id, lead_id, step_index, channel, state, send_at, \
          to_address, subject, body_text, body_html, created_at, updated_at, variant) \
-         SELECT ?1, ?2, ?3, ?4, ?5, ?12, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?13 \
-         WHERE NOT EXISTS (SELECT 1 FROM deliveries WHERE enrollment_id = ?1 AND step_index = ?4 AND state <> 'failed') \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?12, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?13) \
          ON CONFLICT (enrollment_id, step_index, channel) DO NOTHING",
     )?;
     let mut wait = tx.prepare_cached(
@@ -389,21 +475,25 @@ fn apply_evaluations(
                 } else {
                     "planned"
                 };
-                plan.execute(params![
-                    t.enrollment_id.0,
-                    t.campaign_id.0,
-                    t.lead_id.0,
-                    step,
-                    d.channel.as_str(),
-                    ms(d.send_at),
-                    d.to_address,
-                    d.subject,
-                    d.body_text,
-                    d.body_html,
-                    now,
-                    state,
-                    d.variant
-                ])?;
+                let exists: bool =
+                    live.query_row(params![t.enrollment_id.0, step], |r| r.get(0))?;
+                if !exists {
+                    plan.execute(params![
+                        t.enrollment_id.0,
+                        t.campaign_id.0,
+                        t.lead_id.0,
+                        step,
+                        d.channel.as_str(),
+                        ms(d.send_at),
+                        d.to_address,
+                        d.subject,
+                        d.body_text,
+                        d.body_html,
+                        now,
+                        state,
+                        d.variant
+                    ])?;
+                }
                 wait.execute(params![now, t.enrollment_id.0, step])?;
             }
             PlanDecision::Defer { until } => {
@@ -1066,22 +1156,31 @@ impl Store for SqliteStore {
     async fn suppressed(&self, values: &[SuppressionKey]) -> StoreResult<Vec<SuppressionRecord>> {
         let values = values.to_vec();
         self.run(move |c| {
+            // One read transaction for the whole batch: outside one, every lookup would take
+            // and release the database's shared lock on its own (two fcntl calls per key).
+            let tx = c.transaction()?;
             // An erased person's entry keeps only a keyed hash of the value.
-            let hash_key = gdpr::suppression_key(c, false)?;
-            let mut stmt = c.prepare_cached(
-                "SELECT reason, source, created_at FROM suppressions WHERE kind = ?1 AND value IN (?2, ?3) LIMIT 1",
-            )?;
+            let hash_key = gdpr::suppression_key(&tx, false)?;
+            // Without erasures there is no hashed form to look for; an `IN` list would cost
+            // SQLite a temporary index per lookup.
+            let mut stmt = tx.prepare_cached(if hash_key.is_some() {
+                "SELECT reason, source, created_at FROM suppressions WHERE kind = ?1 AND value IN (?2, ?3) LIMIT 1"
+            } else {
+                "SELECT reason, source, created_at FROM suppressions WHERE kind = ?1 AND value = ?2 LIMIT 1"
+            })?;
             let mut out = Vec::new();
             for key in values {
-                let hashed = hash_key.as_deref().map_or_else(
-                    || key.value().to_owned(),
-                    |k| crate::gdpr::suppression_hash(k, key.kind(), key.value()),
-                );
-                let hit = stmt
-                    .query_row(params![key.kind(), key.value(), hashed], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
-                    })
-                    .optional()?;
+                let row = |r: &Row<'_>| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                };
+                let hit = match hash_key.as_deref() {
+                    Some(k) => {
+                        let hashed = crate::gdpr::suppression_hash(k, key.kind(), key.value());
+                        stmt.query_row(params![key.kind(), key.value(), hashed], row)
+                    }
+                    None => stmt.query_row(params![key.kind(), key.value()], row),
+                }
+                .optional()?;
                 if let Some((reason, source, created_at)) = hit {
                     out.push(SuppressionRecord {
                         key,
@@ -1091,6 +1190,8 @@ impl Store for SqliteStore {
                     });
                 }
             }
+            drop(stmt);
+            tx.commit()?;
             Ok(out)
         })
         .await
@@ -1101,15 +1202,23 @@ impl Store for SqliteStore {
         evaluations: &[Evaluation],
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let evaluations = evaluations.to_vec();
-        self.run(move |c| {
-            let now = ms(now);
+        let write = move |c: &mut Connection, evaluations: &[Evaluation]| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            apply_evaluations(&tx, &evaluations, now)?;
+            apply_evaluations(&tx, evaluations, ms(now))?;
             tx.commit()?;
             Ok(())
-        })
-        .await
+        };
+        // A planning pass writes a page of evaluations at a time: where the call can run in
+        // place, it borrows them instead of copying every rendered message and trace.
+        if runs_in_place() {
+            return tokio::task::block_in_place(|| {
+                Self::call(&self.conn, self.checkpoints.as_deref(), |c| {
+                    write(c, evaluations)
+                })
+            });
+        }
+        let evaluations = evaluations.to_vec();
+        self.run(move |c| write(c, &evaluations)).await
     }
 
     async fn traces_for_lead(&self, lead: LeadId) -> StoreResult<Vec<TraceRecord>> {
