@@ -131,3 +131,34 @@ async fn open_reaches_a_schema_named_in_the_url() {
         .collect();
     assert_eq!(slugs, vec!["intro".to_string()]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_the_server_ended_while_idle_are_replaced_before_use() {
+    use sqlx::Connection;
+    let Some(url) = engager_testkit::postgres_url() else {
+        return;
+    };
+    let schema = engager_testkit::unique_schema("idle_ended");
+    // The application name marks this store's connections, and only them.
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let marked = format!("{url}{sep}application_name={schema}");
+    let store = PgStore::connect_isolated(&marked, &schema).await.unwrap();
+    let filter = engager_store::DeliveryFilter::default();
+    store.deliveries(&filter).await.unwrap();
+    // The server ends them, as a restart or an idle-session timeout would.
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = $1) AS t",
+    )
+    .bind(&schema)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(ended >= 1, "the store held no connection to end");
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    // The idle connection is pinged, found dead and replaced: the calls succeed.
+    for _ in 0..3 {
+        store.deliveries(&filter).await.unwrap();
+    }
+}
