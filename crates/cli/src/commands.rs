@@ -620,6 +620,7 @@ async fn run(app: App, config: Option<&Path>, args: RunArgs, json: bool) -> Resu
     )?;
     let planner = Planner::new(app.store.as_ref(), &catalog, &app.engine)
         .with_open_circuits(open_circuits(app.store.as_ref(), &app.channels(), now).await?)
+        .with_unavailable_channels(unavailable_channels(&app, now).await?)
         .with_ai(ai.as_ref())
         .with_alerts(&alerter);
     let plan = planner.plan_due(now, args.limit, args.dry_run).await?;
@@ -879,6 +880,7 @@ async fn daemon(app: App, config: Option<&Path>, limit: Option<usize>) -> Result
                     .await
                     .unwrap_or_default(),
             )
+            .with_unavailable_channels(unavailable_channels(&app, now).await.unwrap_or_default())
             .with_alerts(&alerter)
             .with_ai(ai.as_ref())
             .plan_due(now, limit, false)
@@ -1116,14 +1118,96 @@ async fn open_circuits(
         .collect();
     // With several accounts, a channel is closed only when every account's circuit is.
     crate::accounts::rotated_open_circuits(&states, channels, now, &mut open);
-    // A channel halted by the deliverability monitor is planned around like an open circuit
-    // (the step's next channel, or a later pass), looked at again after a while.
+    Ok(open)
+}
+
+/// How long the planner plans around a halted channel before it looks again.
+const HALT_RECHECK: chrono::Duration = chrono::Duration::minutes(15);
+
+/// Channels the deliverability monitor halted, or all of whose sending accounts it halted
+/// (each, or its sending domain; an account whose circuit is open counts as unable to send
+/// too), with why: the planner plans around them like an open circuit (the step's next
+/// channel, or a later pass) and looks again after [`HALT_RECHECK`].
+async fn unavailable_channels(
+    app: &App,
+    now: chrono::DateTime<Utc>,
+) -> Result<std::collections::HashMap<engager_domain::Channel, (chrono::DateTime<Utc>, String)>> {
+    use engager_engine::guard::SendGuard;
+    use engager_engine::monitor::{account_key, domain_key, domain_of};
+    let store = app.store.as_ref();
+    let mut out = std::collections::HashMap::new();
     for halt in store.sending_halts().await? {
         if halt.halted {
-            open.insert(halt.channel, now + chrono::Duration::minutes(15));
+            out.insert(
+                halt.channel,
+                (
+                    now + HALT_RECHECK,
+                    format!(
+                        "sending halted by the deliverability monitor: {}",
+                        halt.reason
+                    ),
+                ),
+            );
         }
     }
-    Ok(open)
+    let halts: std::collections::HashMap<String, String> = store
+        .account_halts()
+        .await?
+        .into_iter()
+        .filter(|h| h.halted)
+        .map(|h| (h.key, h.reason))
+        .collect();
+    if halts.is_empty() {
+        return Ok(out);
+    }
+    let states = store.account_states().await?;
+    let sender_domain = app.engine.sender.email.domain().to_owned();
+    let channels = app.channels();
+    for channel in engager_domain::Channel::ALL {
+        let pool = channels.accounts(channel);
+        if pool.is_empty() || out.contains_key(&channel) {
+            continue;
+        }
+        let mut halted = Vec::new();
+        let mut until = now + HALT_RECHECK;
+        let every_one_blocked = pool.iter().all(|sender| {
+            let account = SendGuard::account(channel, sender.name());
+            let own = halts.get(&account_key(&account));
+            let domain = domain_of(channel, &account, Some(&sender_domain))
+                .and_then(|d| halts.get(&domain_key(&d)).map(|why| (d, why)));
+            let why = match (own, domain) {
+                (Some(why), _) => Some(format!("{account} ({why})")),
+                (None, Some((d, why))) => Some(format!("{account} (domain {d}: {why})")),
+                (None, None) => None,
+            };
+            if let Some(why) = why {
+                halted.push(why);
+                return true;
+            }
+            let circuit = states
+                .iter()
+                .find(|st| st.account == account)
+                .and_then(|st| st.open_until)
+                .filter(|u| *u > now);
+            if let Some(open_until) = circuit {
+                until = until.min(open_until);
+            }
+            circuit.is_some()
+        });
+        if every_one_blocked && !halted.is_empty() {
+            out.insert(
+                channel,
+                (
+                    until,
+                    format!(
+                        "every sending account halted or unavailable; halted by the deliverability monitor: {}",
+                        halted.join("; ")
+                    ),
+                ),
+            );
+        }
+    }
+    Ok(out)
 }
 
 /// One sending account's health, as `engager status` shows it.

@@ -98,6 +98,8 @@ pub struct Planner<'a> {
     catalog: &'a Catalog,
     config: &'a EngineConfig,
     open_circuits: HashMap<Channel, DateTime<Utc>>,
+    /// Why a channel of `open_circuits` cannot send, when it is not a circuit (a halt).
+    unavailable_why: HashMap<Channel, String>,
     ai: Option<&'a AiPersonalization>,
     /// The AI outcomes of the current page, by (enrollment, step, channel), filled by
     /// `prepare_drafts` before the page is evaluated.
@@ -125,6 +127,7 @@ impl<'a> Planner<'a> {
             catalog,
             config,
             open_circuits: HashMap::new(),
+            unavailable_why: HashMap::new(),
             ai: None,
             drafts: Mutex::new(HashMap::new()),
             similar: std::sync::OnceLock::new(),
@@ -157,6 +160,22 @@ impl<'a> Planner<'a> {
     /// falls back to the step's next channel, or defers when none is left (never burns).
     pub fn with_open_circuits(mut self, open: HashMap<Channel, DateTime<Utc>>) -> Self {
         self.open_circuits = open;
+        self
+    }
+
+    /// Channels that cannot send for another reason than a circuit — the deliverability
+    /// monitor halted the channel, or every one of its sending accounts — with until when
+    /// the planner plans around them and why: the channel gate treats them like an open
+    /// circuit (the step's next channel, or a later pass) and the trace gives the reason.
+    pub fn with_unavailable_channels(
+        mut self,
+        unavailable: HashMap<Channel, (DateTime<Utc>, String)>,
+    ) -> Self {
+        for (channel, (until, why)) in unavailable {
+            let held = self.open_circuits.entry(channel).or_insert(until);
+            *held = (*held).max(until);
+            self.unavailable_why.insert(channel, why);
+        }
         self
     }
 
@@ -697,10 +716,13 @@ impl<'a> Planner<'a> {
                 Some(refusal)
             } else if let Some(until) = self.open_circuits.get(channel).filter(|u| **u > now) {
                 channel_hold = Some(channel_hold.map_or(*until, |h| h.min(*until)));
-                Some(format!(
-                    "circuit open until {}",
-                    until.format("%Y-%m-%d %H:%M UTC")
-                ))
+                Some(match self.unavailable_why.get(channel) {
+                    Some(why) => format!(
+                        "{why} (looked at again after {})",
+                        until.format("%Y-%m-%d %H:%M UTC")
+                    ),
+                    None => format!("circuit open until {}", until.format("%Y-%m-%d %H:%M UTC")),
+                })
             } else if let Err(hold) = budget.channel_check(*channel, history, now) {
                 channel_hold = Some(channel_hold.map_or(hold.until, |h| h.min(hold.until)));
                 Some(format!("channel limit: {}", hold.reason))
