@@ -619,7 +619,6 @@ on_both_backends!(
     forged_tampered_and_cross_purpose_tokens_never_redirect,
     machine_opens_and_clicks_are_flagged_and_left_out_of_human_rates,
     campaigns_choose_what_is_tracked,
-    a_graceful_shutdown_writes_every_queued_event,
     a_full_queue_makes_requests_wait_and_loses_nothing,
     links_already_sent_survive_a_rotation_of_the_secret,
     erasure_and_retention_keep_machine_flags_and_drop_destinations,
@@ -725,8 +724,13 @@ async fn erasure_and_retention_keep_machine_flags_and_drop_destinations(store: A
 }
 
 /// On a real port, with a writer that would hold its batch for a minute: stopping the server
-/// writes every event that was answered before the process ends.
-async fn a_graceful_shutdown_writes_every_queued_event(store: Arc<dyn Store>) {
+/// writes every event that was answered before the process ends. The server has a store
+/// handle of its own (`server_store`, on the same database), as `engager serve`'s process
+/// would: its connections end with its runtime.
+async fn a_graceful_shutdown_writes_every_queued_event(
+    store: Arc<dyn Store>,
+    server_store: Arc<dyn Store>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let sent = send_campaign(
         store.as_ref(),
@@ -739,17 +743,14 @@ async fn a_graceful_shutdown_writes_every_queued_event(store: Arc<dyn Store>) {
     let d = &sent[0].delivery;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let state = ServerState::new(
-        Arc::clone(&store),
-        ServerConfig::from_engine(&engine_config()),
-    )
-    .unwrap()
-    .with_tracking(TrackingConfig {
-        batch_size: 100_000,
-        flush_interval: StdDuration::from_secs(60),
-        queue: 1_000,
-        ..TrackingConfig::default()
-    });
+    let state = ServerState::new(server_store, ServerConfig::from_engine(&engine_config()))
+        .unwrap()
+        .with_tracking(TrackingConfig {
+            batch_size: 100_000,
+            flush_interval: StdDuration::from_secs(60),
+            queue: 1_000,
+            ..TrackingConfig::default()
+        });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     // The server runs on its own runtime, dropped as soon as `serve_on` returns, as when
     // `engager serve`'s process exits: whatever was not written by then is lost.
@@ -922,4 +923,30 @@ async fn links_already_sent_survive_a_rotation_of_the_secret(store: Arc<dyn Stor
         .map(|e| e.event.kind)
         .collect();
     assert_eq!(kinds, vec![EventKind::Clicked, EventKind::Opened]);
+}
+
+/// The graceful-shutdown test on both backends, with two handles on one database.
+mod graceful_shutdown {
+    use std::sync::Arc;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("t.db").display());
+        let store = engager_store::open(&url).await.unwrap();
+        let server_store = engager_store::open(&url).await.unwrap();
+        super::a_graceful_shutdown_writes_every_queued_event(store, server_store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        let Some(url) = engager_testkit::postgres_url() else {
+            return;
+        };
+        let schema = engager_testkit::unique_schema("graceful_shutdown");
+        let connect = || engager_store::postgres::PgStore::connect_isolated(&url, &schema);
+        let store = Arc::new(connect().await.unwrap());
+        let server_store = Arc::new(connect().await.unwrap());
+        super::a_graceful_shutdown_writes_every_queued_event(store, server_store).await;
+    }
 }
