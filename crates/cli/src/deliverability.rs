@@ -55,7 +55,7 @@ fn watched(app: &App) -> Vec<Channel> {
 }
 
 /// Every sending account of the watched channels (`channel:provider[:identity]`).
-fn watched_accounts(app: &App) -> Vec<(Channel, String)> {
+pub(crate) fn watched_accounts(app: &App) -> Vec<(Channel, String)> {
     let channels = watched(app);
     app.channels()
         .every()

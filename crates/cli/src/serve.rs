@@ -87,6 +87,8 @@ pub fn dashboard_config(app: &App) -> Result<Option<DashboardConfig>> {
         admin_token: token,
         monitor: app.settings.deliverability.monitor()?,
         channels: app.engine.enabled_channels.clone(),
+        accounts: crate::deliverability::watched_accounts(app),
+        sender_domain: Some(app.engine.sender.email.domain().to_owned()),
     }))
 }
 

@@ -47,6 +47,8 @@ fn dashboard() -> DashboardConfig {
         admin_token: ADMIN.into(),
         monitor: MonitorSettings::default(),
         channels: vec![Channel::Email, Channel::Sms],
+        accounts: Vec::new(),
+        sender_domain: None,
     }
 }
 
@@ -672,6 +674,53 @@ async fn the_conversions_api_records_a_conversion_once(store: Arc<dyn Store>) {
         1
     );
 }
+/// Two SMTP accounts on one domain, one of them halted by the monitor: the deliverability
+/// page lists both with their figures, and the halted one with why and the command that
+/// lifts the halt.
+async fn halted_accounts_show_with_their_resume_command(store: Arc<dyn Store>) {
+    const MAYA: &str = "email:smtp:maya@acme.example";
+    const SAM: &str = "email:smtp:sam@acme.example";
+    store
+        .set_account_halt(&AccountHalt {
+            key: format!("account:{MAYA}"),
+            halted: true,
+            reason: "hard bounces 12.0% (6 of 50 sent) is above the halt level of 5.0%".into(),
+            changed_by: "monitor".into(),
+            changed_at: t0(),
+        })
+        .await
+        .unwrap();
+    let clock = VirtualClock::new(t0() + Duration::days(1));
+    let state = ServerState::with_clock(store, config(), Arc::new(clock))
+        .unwrap()
+        .with_dashboard(DashboardConfig {
+            accounts: vec![(Channel::Email, MAYA.into()), (Channel::Email, SAM.into())],
+            sender_domain: Some("acme.example".into()),
+            ..dashboard()
+        });
+    let app = router(state);
+    let (status, _, page) = call(&app, bearer("/dashboard/deliverability")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("<h2>Per sending account and domain</h2>"),
+        "{page}"
+    );
+    let row = |name: &str| {
+        let start = page
+            .find(&format!("<td>account</td><td>{name}</td>"))
+            .unwrap_or_else(|| panic!("no row for {name}: {page}"));
+        page[start..start + page[start..].find("</tr>").unwrap()].to_owned()
+    };
+    let maya = row(MAYA);
+    assert!(maya.contains("<span class=\"bad\">halted</span>"), "{maya}");
+    assert!(maya.contains("hard bounces 12.0%"), "{maya}");
+    assert!(
+        maya.contains(&format!("engager deliverability resume --account {MAYA}")),
+        "{maya}"
+    );
+    let sam = row(SAM);
+    assert!(!sam.contains("halted"), "{sam}");
+}
 
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -703,7 +752,8 @@ macro_rules! on_both_backends {
 on_both_backends!(
     pages_show_the_reports_figures,
     metrics_have_latency_histograms,
-    the_conversions_api_records_a_conversion_once
+    the_conversions_api_records_a_conversion_once,
+    halted_accounts_show_with_their_resume_command
 );
 
 #[tokio::test]

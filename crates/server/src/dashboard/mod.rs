@@ -53,6 +53,11 @@ pub struct DashboardConfig {
     pub monitor: MonitorSettings,
     /// The enabled channels, for the deliverability panel.
     pub channels: Vec<Channel>,
+    /// Every sending account of those channels (`channel:provider[:identity]`), for the
+    /// per-account and per-domain rows of the deliverability panel.
+    pub accounts: Vec<(Channel, String)>,
+    /// The domain of `[sender].email`: the sending domain of email accounts named without one.
+    pub sender_domain: Option<String>,
 }
 
 /// The dashboard's routes (merged into the server's router).

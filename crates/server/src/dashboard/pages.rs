@@ -876,7 +876,84 @@ pub(crate) async fn deliverability(
     body.push_str(&html::table(&["Channel", "Finding"], &findings));
     body.push_str("<h2>Halts</h2>");
     body.push_str(&halts_table(&store!(c.state.store.sending_halts())));
+    // Accounts and sending domains the channels' rows do not already judge (several
+    // accounts on a channel; a domain shared by some of them), read-only like the rows above.
+    let senders = store!(monitor::check_senders(
+        c.state.store.as_ref(),
+        &config.accounts,
+        config.sender_domain.as_deref(),
+        &config.monitor,
+        None,
+        c.now,
+        false
+    ));
+    if !senders.is_empty() {
+        body.push_str("<h2>Per sending account and domain</h2>");
+        body.push_str(&senders_table(&senders));
+    }
     c.page("/deliverability", "Deliverability", &body)
+}
+
+/// One row per judged account or domain: its figures, verdict and halt, with the command
+/// that lifts the halt.
+fn senders_table(senders: &[monitor::SenderHealth]) -> String {
+    let rows: Vec<Vec<String>> = senders
+        .iter()
+        .map(|h| {
+            let r = |n: u64| {
+                let rate = Proportion::new(n, h.counts.sent)
+                    .rate()
+                    .map_or_else(|| "–".into(), svg::pct);
+                format!("{rate} ({n})")
+            };
+            let (kind, flag) = match h.kind {
+                monitor::SenderKind::Account => ("account", "--account"),
+                monitor::SenderKind::Domain => ("domain", "--domain"),
+            };
+            let halt = h.halt.as_ref().map_or_else(
+                || "–".to_owned(),
+                |x| {
+                    format!(
+                        "<span class=\"bad\">halted</span> {} <span class=\"l\">{}</span><br><small class=\"muted\">engager deliverability resume {flag} {}</small>",
+                        html::time(x.changed_at),
+                        esc(&x.reason),
+                        esc(&h.name)
+                    )
+                },
+            );
+            vec![
+                kind.to_owned(),
+                esc(&h.name),
+                esc(h.channel.as_str()),
+                format!(
+                    "<span class=\"{}\">{}</span>",
+                    standing_class(h.assessment.standing.as_str()),
+                    h.assessment.standing.as_str()
+                ),
+                html::time(h.since),
+                h.counts.sent.to_string(),
+                r(h.counts.hard_bounces),
+                r(h.counts.complaints),
+                r(h.counts.unsubscribes),
+                halt,
+            ]
+        })
+        .collect();
+    html::table(
+        &[
+            "Kind",
+            "Name",
+            "Channel",
+            "Standing",
+            "Window from",
+            "Sent",
+            "Hard bounces",
+            "Complaints",
+            "Unsubscribes",
+            "Halt",
+        ],
+        &rows,
+    )
 }
 
 fn halts_table(halts: &[engager_store::SendingHalt]) -> String {
