@@ -392,6 +392,19 @@ pub fn twilio_senders(
     Ok(out)
 }
 
+/// Until when an account's circuit is open (saved by any process), if it is now.
+pub fn circuit_open_until(
+    states: &[engager_store::AccountState],
+    account: &str,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    states
+        .iter()
+        .find(|st| st.account == account)
+        .and_then(|st| st.open_until)
+        .filter(|u| *u > now)
+}
+
 /// Marks a channel with several accounts as open (planned around) only when every account's
 /// circuit is open, until the first reopens; a channel with one account is left as it is.
 pub fn rotated_open_circuits(
@@ -408,14 +421,7 @@ pub fn rotated_open_circuits(
         open.remove(&channel);
         let untils: Option<Vec<DateTime<Utc>>> = pool
             .iter()
-            .map(|s| {
-                let account = SendGuard::account(channel, s.name());
-                states
-                    .iter()
-                    .find(|st| st.account == account)
-                    .and_then(|st| st.open_until)
-                    .filter(|u| *u > now)
-            })
+            .map(|s| circuit_open_until(states, &SendGuard::account(channel, s.name()), now))
             .collect();
         if let Some(until) = untils.and_then(|u| u.into_iter().min()) {
             open.insert(channel, until);

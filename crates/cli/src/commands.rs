@@ -618,9 +618,10 @@ async fn run(app: App, config: Option<&Path>, args: RunArgs, json: bool) -> Resu
         &app.engine,
         app.channels().get(engager_domain::Channel::Email).cloned(),
     )?;
+    let holds = channel_holds(&app, now).await?;
     let planner = Planner::new(app.store.as_ref(), &catalog, &app.engine)
-        .with_open_circuits(open_circuits(app.store.as_ref(), &app.channels(), now).await?)
-        .with_unavailable_channels(unavailable_channels(&app, now).await?)
+        .with_open_circuits(holds.circuits)
+        .with_unavailable_channels(holds.unavailable)
         .with_ai(ai.as_ref())
         .with_alerts(&alerter);
     let plan = planner.plan_due(now, args.limit, args.dry_run).await?;
@@ -874,13 +875,13 @@ async fn daemon(app: App, config: Option<&Path>, limit: Option<usize>) -> Result
         {
             warn!(error = %e, "Handling task deadlines failed; will try again.");
         }
+        let holds = channel_holds(&app, now).await.unwrap_or_else(|e| {
+            warn!(error = %e, "Reading circuits and halts failed; planning without them.");
+            ChannelHolds::default()
+        });
         let plan = Planner::new(app.store.as_ref(), &catalog, &engine)
-            .with_open_circuits(
-                open_circuits(app.store.as_ref(), &app.channels(), now)
-                    .await
-                    .unwrap_or_default(),
-            )
-            .with_unavailable_channels(unavailable_channels(&app, now).await.unwrap_or_default())
+            .with_open_circuits(holds.circuits)
+            .with_unavailable_channels(holds.unavailable)
             .with_alerts(&alerter)
             .with_ai(ai.as_ref())
             .plan_due(now, limit, false)
@@ -1101,14 +1102,32 @@ async fn status(app: &App, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Channels whose account's circuit is open (saved by any process), and until when.
-async fn open_circuits(
-    store: &dyn Store,
-    channels: &ChannelSet,
-    now: chrono::DateTime<Utc>,
-) -> Result<std::collections::HashMap<engager_domain::Channel, chrono::DateTime<Utc>>> {
+/// What keeps the planner off a channel for now, read once per pass.
+#[derive(Default)]
+struct ChannelHolds {
+    /// Channels whose account's circuit is open (saved by any process), and until when.
+    circuits: std::collections::HashMap<engager_domain::Channel, chrono::DateTime<Utc>>,
+    /// Channels the deliverability monitor halted, or all of whose sending accounts it
+    /// halted, until when the planner plans around them and why.
+    unavailable:
+        std::collections::HashMap<engager_domain::Channel, (chrono::DateTime<Utc>, String)>,
+}
+
+/// How long the planner plans around a halted channel before it looks again.
+const HALT_RECHECK: chrono::Duration = chrono::Duration::minutes(15);
+
+/// Reads the circuits and halts the planner's channel gate needs. A halted channel, or one
+/// whose every account is halted (itself or through its sending domain; an account whose
+/// circuit is open counts as unable to send too), is planned around like an open circuit
+/// (the step's next channel, or a later pass) and looked at again after [`HALT_RECHECK`].
+async fn channel_holds(app: &App, now: chrono::DateTime<Utc>) -> Result<ChannelHolds> {
+    use crate::accounts::circuit_open_until;
+    use engager_engine::guard::SendGuard;
+    use engager_engine::monitor::{account_key, domain_key, domain_of};
+    let store = app.store.as_ref();
+    let channels = app.channels();
     let states = store.account_states().await?;
-    let mut open: std::collections::HashMap<_, _> = states
+    let mut circuits: std::collections::HashMap<_, _> = states
         .iter()
         .filter_map(|s| {
             let until = s.open_until.filter(|u| *u > now)?;
@@ -1117,28 +1136,12 @@ async fn open_circuits(
         })
         .collect();
     // With several accounts, a channel is closed only when every account's circuit is.
-    crate::accounts::rotated_open_circuits(&states, channels, now, &mut open);
-    Ok(open)
-}
+    crate::accounts::rotated_open_circuits(&states, &channels, now, &mut circuits);
 
-/// How long the planner plans around a halted channel before it looks again.
-const HALT_RECHECK: chrono::Duration = chrono::Duration::minutes(15);
-
-/// Channels the deliverability monitor halted, or all of whose sending accounts it halted
-/// (each, or its sending domain; an account whose circuit is open counts as unable to send
-/// too), with why: the planner plans around them like an open circuit (the step's next
-/// channel, or a later pass) and looks again after [`HALT_RECHECK`].
-async fn unavailable_channels(
-    app: &App,
-    now: chrono::DateTime<Utc>,
-) -> Result<std::collections::HashMap<engager_domain::Channel, (chrono::DateTime<Utc>, String)>> {
-    use engager_engine::guard::SendGuard;
-    use engager_engine::monitor::{account_key, domain_key, domain_of};
-    let store = app.store.as_ref();
-    let mut out = std::collections::HashMap::new();
+    let mut unavailable = std::collections::HashMap::new();
     for halt in store.sending_halts().await? {
         if halt.halted {
-            out.insert(
+            unavailable.insert(
                 halt.channel,
                 (
                     now + HALT_RECHECK,
@@ -1158,14 +1161,15 @@ async fn unavailable_channels(
         .map(|h| (h.key, h.reason))
         .collect();
     if halts.is_empty() {
-        return Ok(out);
+        return Ok(ChannelHolds {
+            circuits,
+            unavailable,
+        });
     }
-    let states = store.account_states().await?;
     let sender_domain = app.engine.sender.email.domain().to_owned();
-    let channels = app.channels();
     for channel in engager_domain::Channel::ALL {
         let pool = channels.accounts(channel);
-        if pool.is_empty() || out.contains_key(&channel) {
+        if pool.is_empty() || unavailable.contains_key(&channel) {
             continue;
         }
         let mut halted = Vec::new();
@@ -1175,27 +1179,20 @@ async fn unavailable_channels(
             let own = halts.get(&account_key(&account));
             let domain = domain_of(channel, &account, Some(&sender_domain))
                 .and_then(|d| halts.get(&domain_key(&d)).map(|why| (d, why)));
-            let why = match (own, domain) {
-                (Some(why), _) => Some(format!("{account} ({why})")),
-                (None, Some((d, why))) => Some(format!("{account} (domain {d}: {why})")),
-                (None, None) => None,
-            };
-            if let Some(why) = why {
-                halted.push(why);
-                return true;
+            match (own, domain) {
+                (Some(why), _) => halted.push(format!("{account} ({why})")),
+                (None, Some((d, why))) => halted.push(format!("{account} (domain {d}: {why})")),
+                (None, None) => {
+                    let Some(open_until) = circuit_open_until(&states, &account, now) else {
+                        return false;
+                    };
+                    until = until.min(open_until);
+                }
             }
-            let circuit = states
-                .iter()
-                .find(|st| st.account == account)
-                .and_then(|st| st.open_until)
-                .filter(|u| *u > now);
-            if let Some(open_until) = circuit {
-                until = until.min(open_until);
-            }
-            circuit.is_some()
+            true
         });
         if every_one_blocked && !halted.is_empty() {
-            out.insert(
+            unavailable.insert(
                 channel,
                 (
                     until,
@@ -1207,7 +1204,10 @@ async fn unavailable_channels(
             );
         }
     }
-    Ok(out)
+    Ok(ChannelHolds {
+        circuits,
+        unavailable,
+    })
 }
 
 /// One sending account's health, as `engager status` shows it.

@@ -105,54 +105,39 @@ pub async fn check(
                     };
                     if store.set_sending_halt(&new).await? {
                         warn!(%channel, reason = %new.reason, "Sending halted by the deliverability monitor.");
-                        store
-                            .append_audit(&AuditEntry {
-                                at: now,
-                                action: "halt".into(),
-                                subject: format!("channel:{channel}"),
-                                detail: new.reason.clone(),
-                                actor: "monitor".into(),
-                            })
+                        let summary = format!(
+                            "Sending on {channel} is halted: {}. Nothing is sent on it until a person runs `engager deliverability resume {channel}`.",
+                            new.reason
+                        );
+                        let notice = Notice {
+                            alerter,
+                            account: account.clone(),
+                            counts: &counts,
+                            since,
+                            now,
+                        };
+                        notice
+                            .halted(store, format!("channel:{channel}"), &new.reason, summary)
                             .await?;
-                        if let Some(alerter) = alerter {
-                            alerter
-                                .raise(Alert {
-                                    kind: AlertKind::SendingHalted,
-                                    account: account.clone(),
-                                    summary: format!(
-                                        "Sending on {channel} is halted: {}. Nothing is sent on it until a person runs `engager deliverability resume {channel}`.",
-                                        new.reason
-                                    ),
-                                    details: vec![
-                                        ("sent".into(), counts.sent.to_string()),
-                                        ("since".into(), since.to_rfc3339()),
-                                    ],
-                                    at: now,
-                                })
-                                .await;
-                        }
                     }
                     halt = Some(new);
                 }
                 Standing::Warning if halt.is_none() => {
-                    if let Some(alerter) = alerter {
-                        alerter
-                            .raise(Alert {
-                                kind: AlertKind::DeliverabilityWarning,
-                                account,
-                                summary: format!(
-                                    "Deliverability warning on {channel}: {}. Sending continues at {:.0}% of its rate.",
-                                    findings.join("; "),
-                                    assessment.rate_factor * 100.0
-                                ),
-                                details: vec![
-                                    ("sent".into(), counts.sent.to_string()),
-                                    ("since".into(), since.to_rfc3339()),
-                                ],
-                                at: now,
-                            })
-                            .await;
-                    }
+                    let summary = format!(
+                        "Deliverability warning on {channel}: {}. Sending continues at {:.0}% of its rate.",
+                        findings.join("; "),
+                        assessment.rate_factor * 100.0
+                    );
+                    let notice = Notice {
+                        alerter,
+                        account,
+                        counts: &counts,
+                        since,
+                        now,
+                    };
+                    notice
+                        .raise(AlertKind::DeliverabilityWarning, summary)
+                        .await;
                 }
                 _ => {}
             }
@@ -421,54 +406,39 @@ pub async fn check_senders(
                     };
                     if store.set_account_halt(&new).await? {
                         warn!(sender = %key, reason = %new.reason, "Sending halted by the deliverability monitor.");
-                        store
-                            .append_audit(&AuditEntry {
-                                at: now,
-                                action: "halt".into(),
-                                subject: key.clone(),
-                                detail: new.reason.clone(),
-                                actor: "monitor".into(),
-                            })
+                        let summary = format!(
+                            "Sending from {what} is halted: {}. Nothing is sent from it until a person runs `engager deliverability resume {flag}`; its sequences move to the channel's other accounts.",
+                            new.reason
+                        );
+                        let notice = Notice {
+                            alerter,
+                            account: key.clone(),
+                            counts: &counts,
+                            since,
+                            now,
+                        };
+                        notice
+                            .halted(store, key.clone(), &new.reason, summary)
                             .await?;
-                        if let Some(alerter) = alerter {
-                            alerter
-                                .raise(Alert {
-                                    kind: AlertKind::SendingHalted,
-                                    account: key.clone(),
-                                    summary: format!(
-                                        "Sending from {what} is halted: {}. Nothing is sent from it until a person runs `engager deliverability resume {flag}`; its sequences move to the channel's other accounts.",
-                                        new.reason
-                                    ),
-                                    details: vec![
-                                        ("sent".into(), counts.sent.to_string()),
-                                        ("since".into(), since.to_rfc3339()),
-                                    ],
-                                    at: now,
-                                })
-                                .await;
-                        }
                     }
                     halt = Some(new);
                 }
                 Standing::Warning if halt.is_none() => {
-                    if let Some(alerter) = alerter {
-                        alerter
-                            .raise(Alert {
-                                kind: AlertKind::DeliverabilityWarning,
-                                account: key.clone(),
-                                summary: format!(
-                                    "Deliverability warning on {what}: {}. It keeps sending at {:.0}% of its rate.",
-                                    findings.join("; "),
-                                    assessment.rate_factor * 100.0
-                                ),
-                                details: vec![
-                                    ("sent".into(), counts.sent.to_string()),
-                                    ("since".into(), since.to_rfc3339()),
-                                ],
-                                at: now,
-                            })
-                            .await;
-                    }
+                    let summary = format!(
+                        "Deliverability warning on {what}: {}. It keeps sending at {:.0}% of its rate.",
+                        findings.join("; "),
+                        assessment.rate_factor * 100.0
+                    );
+                    let notice = Notice {
+                        alerter,
+                        account: key.clone(),
+                        counts: &counts,
+                        since,
+                        now,
+                    };
+                    notice
+                        .raise(AlertKind::DeliverabilityWarning, summary)
+                        .await;
                 }
                 _ => {}
             }
@@ -538,6 +508,56 @@ pub fn account_slowdowns(health: &[SenderHealth]) -> HashMap<String, (f64, Strin
         }
     }
     out
+}
+
+/// What the monitor tells about one verdict: the alert's subject and the figures behind it.
+struct Notice<'a> {
+    alerter: Option<&'a Alerter>,
+    account: String,
+    counts: &'a SendingCounts,
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+}
+
+impl Notice<'_> {
+    /// Raises an alert (when alerts are configured) with the sends and window behind it.
+    async fn raise(&self, kind: AlertKind, summary: String) {
+        if let Some(alerter) = self.alerter {
+            alerter
+                .raise(Alert {
+                    kind,
+                    account: self.account.clone(),
+                    summary,
+                    details: vec![
+                        ("sent".into(), self.counts.sent.to_string()),
+                        ("since".into(), self.since.to_rfc3339()),
+                    ],
+                    at: self.now,
+                })
+                .await;
+        }
+    }
+
+    /// After a new halt was stored: audits it (`subject`, why) and alerts once.
+    async fn halted(
+        &self,
+        store: &dyn Store,
+        subject: String,
+        reason: &str,
+        summary: String,
+    ) -> Result<(), StoreError> {
+        store
+            .append_audit(&AuditEntry {
+                at: self.now,
+                action: "halt".into(),
+                subject,
+                detail: reason.to_owned(),
+                actor: "monitor".into(),
+            })
+            .await?;
+        self.raise(AlertKind::SendingHalted, summary).await;
+        Ok(())
+    }
 }
 
 /// A person lifts the halt of an account or domain (`key`, see [`account_key`] and

@@ -184,6 +184,14 @@ impl SqliteStore {
         result
     }
 
+    /// Runs `f` in place with what it borrows; only where [`runs_in_place`] holds.
+    fn run_borrowing<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        tokio::task::block_in_place(|| Self::call(&self.conn, self.checkpoints.as_deref(), f))
+    }
+
     /// Runs `f` on the connection (a panic while it was held does not make the connection
     /// unusable: every write is a transaction, which SQLite rolled back).
     async fn run<T, F>(&self, f: F) -> StoreResult<T>
@@ -1211,11 +1219,7 @@ impl Store for SqliteStore {
         // A planning pass writes a page of evaluations at a time: where the call can run in
         // place, it borrows them instead of copying every rendered message and trace.
         if runs_in_place() {
-            return tokio::task::block_in_place(|| {
-                Self::call(&self.conn, self.checkpoints.as_deref(), |c| {
-                    write(c, evaluations)
-                })
-            });
+            return self.run_borrowing(|c| write(c, evaluations));
         }
         let evaluations = evaluations.to_vec();
         self.run(move |c| write(c, &evaluations)).await
